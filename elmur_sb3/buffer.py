@@ -1,0 +1,277 @@
+"""Rollout buffer for PPO-ELMUR: SB3's fields plus episode times, segment-start memories and
+the carried-over prefix of a segment that began in the previous rollout; it yields training
+chains of consecutive segments of one episode."""
+
+from collections.abc import Callable, Generator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.preprocessing import get_obs_shape
+from stable_baselines3.common.type_aliases import PyTorchObs
+
+from elmur_sb3.memory import Memory
+
+Observations = np.ndarray | dict[str, np.ndarray]
+
+
+def map_obs(fn: Callable[..., np.ndarray], *observations: Observations) -> Observations:
+    """Apply ``fn`` to an observation array, or key by key to dict observations."""
+    if isinstance(observations[0], dict):
+        return {key: fn(*(obs[key] for obs in observations)) for key in observations[0]}
+    return fn(*observations)
+
+
+class ElmurRolloutBufferSamples(NamedTuple):
+    """One minibatch of chains. Per-step fields are flat in chain-major ``(C, K, L)`` order.
+
+    :param loss_mask: True on steps of this rollout; False on the carried-over prefix and padding
+    :param start_times: ``(C, K)`` episode time of each segment's first step
+    :param memory_pi: the actor core's memory at each chain's start
+    :param memory_vf: the critic core's (None when shared)
+    """
+
+    observations: PyTorchObs
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    loss_mask: th.Tensor
+    start_times: th.Tensor
+    memory_pi: Memory
+    memory_vf: Memory | None
+
+
+class ElmurRolloutBuffer(RolloutBuffer):
+    """Rollout buffer for ELMUR policies; Box, discrete and Dict observations alike.
+
+    :param buffer_size: steps per env in a rollout (``n_steps``)
+    :param observation_space: observation space
+    :param action_space: action space
+    :param segment_len: the policy's segment length ``L``
+    :param bptt_segments: segments per training chain ``K``
+    :param device: where minibatches go
+    :param gae_lambda: GAE lambda
+    :param gamma: discount factor
+    :param n_envs: number of envs
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        segment_len: int,
+        bptt_segments: int,
+        device: th.device | str = "auto",
+        gae_lambda: float = 1,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+    ):
+        self.segment_len = segment_len
+        self.bptt_segments = bptt_segments
+        self.prefix_obs: Observations | None = None  # (n_envs, L - 1, ...) the current segments' earlier steps
+        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
+        self.prefix_obs = self._zeros_obs((self.n_envs, max(segment_len - 1, 0)))
+        self.next_prefix_obs = self.prefix_obs
+
+    def _zeros_obs(self, leading: tuple[int, ...]) -> Observations:
+        if isinstance(self.observation_space, spaces.Dict):
+            return {
+                key: np.zeros((*leading, *shape), dtype=self.observation_space[key].dtype)
+                for key, shape in get_obs_shape(self.observation_space).items()
+            }
+        return np.zeros((*leading, *self.obs_shape), dtype=self.observation_space.dtype)
+
+    def reset(self) -> None:
+        super().reset()
+        if self.prefix_obs is not None:  # the parent's constructor resets before the prefix exists
+            self.prefix_obs = self.next_prefix_obs
+        self.observations = self._zeros_obs((self.buffer_size, self.n_envs))
+        self.episode_times = np.zeros((self.buffer_size, self.n_envs), dtype=np.int64)
+        self.memory_records: list[tuple[int, np.ndarray, Memory, Memory | None]] = []
+        self.chains: dict[str, Any] | None = None
+
+    def add(  # type: ignore[override]
+        self,
+        obs: Observations,
+        action: np.ndarray,
+        reward: np.ndarray,
+        episode_start: np.ndarray,
+        value: th.Tensor,
+        log_prob: th.Tensor,
+        episode_time: np.ndarray,
+    ) -> None:
+        """SB3's fields plus ``episode_time``, the episode time of ``obs`` in each env."""
+
+        def store(storage: np.ndarray, new: np.ndarray) -> np.ndarray:
+            storage[self.pos] = np.asarray(new).reshape(storage.shape[1:])
+            return storage
+
+        map_obs(store, self.observations, obs)
+        self.actions[self.pos] = np.asarray(action).reshape((self.n_envs, self.action_dim))
+        self.rewards[self.pos] = np.asarray(reward)
+        self.episode_starts[self.pos] = np.asarray(episode_start)
+        self.values[self.pos] = value.clone().cpu().numpy().flatten()
+        self.log_probs[self.pos] = log_prob.clone().cpu().numpy().reshape(self.n_envs)
+        self.episode_times[self.pos] = episode_time
+        self.pos += 1
+        self.full = self.pos == self.buffer_size
+
+    def add_segment_memory(self, envs: np.ndarray, memory_pi: Memory, memory_vf: Memory | None) -> None:
+        """Record the memory of ``envs`` at the start of the segment that the next ``add`` step belongs to.
+
+        Call it before ``add`` for every env at the first step of the rollout (covering
+        segments that began in the previous rollout) and afterwards for every env whose step
+        starts a segment; the memories are the rows ``envs`` of the given ones.
+        """
+        rows = th.as_tensor(envs, device=memory_pi.times.device)
+        vf = None if memory_vf is None else memory_vf.index(rows)
+        self.memory_records.append((self.pos, np.asarray(envs), memory_pi.index(rows), vf))
+
+    def carry_over(self, next_episode_time: np.ndarray, next_episode_start: np.ndarray) -> None:
+        """Keep the observations of each env's unfinished segment for the next rollout's update.
+
+        :param next_episode_time: episode time of the next rollout's first observation per env
+        :param next_episode_start: whether that observation starts an episode
+        """
+        L = self.segment_len
+        n_prefix = np.where(next_episode_start, 0, next_episode_time % L)
+
+        def carry(prefix: np.ndarray, rollout: np.ndarray) -> np.ndarray:
+            history = np.concatenate([prefix, rollout.swapaxes(0, 1)], axis=1)  # (n_envs, L - 1 + n_steps, ...)
+            new_prefix = np.zeros_like(prefix)
+            for env, count in enumerate(n_prefix):
+                if count:
+                    new_prefix[env, :count] = history[env, history.shape[1] - count :]
+            return new_prefix
+
+        # The update of this rollout still needs the current prefix; the next reset takes this one.
+        self.next_prefix_obs = map_obs(carry, self.prefix_obs, self.observations)
+
+    # ----------------------------------------------------------------------------------------
+
+    def _build_chains(self) -> None:
+        """Cut each env's steps (prefix included) into segments and the segments into chains.
+
+        Token sources are indices into ``[rollout steps (step-major), prefix steps (env-major), pad]``.
+        """
+        L, K, n_steps, n_envs = self.segment_len, self.bptt_segments, self.buffer_size, self.n_envs
+        n_rollout = n_steps * n_envs
+        pad_index = n_rollout + n_envs * max(L - 1, 0)
+        memory_row = np.full((n_steps, n_envs), -1, dtype=np.int64)
+        row = 0
+        for step, envs, _, _ in self.memory_records:
+            memory_row[step, envs] = np.arange(row, row + len(envs))
+            row += len(envs)
+
+        chains_tokens, chains_starts, chains_memory = [], [], []
+        for env in range(n_envs):
+            times = self.episode_times[:, env]
+            n_prefix = int(times[0] % L)
+            sources = np.concatenate(
+                [n_rollout + env * (L - 1) + np.arange(n_prefix), np.arange(n_steps) * n_envs + env]
+            )
+            ext_times = np.concatenate([times[0] - n_prefix + np.arange(n_prefix), times])
+            # the first step after the prefix is rollout step 0, whose memory record holds the prefix's
+            ext_steps = np.concatenate([np.zeros(n_prefix, dtype=np.int64), np.arange(n_steps)])
+            seg_starts = np.flatnonzero(ext_times % L == 0)
+            seg_ends = np.append(seg_starts[1:], len(ext_times))
+            chain: list[tuple[int, int]] = []
+            for start, end in zip(seg_starts, seg_ends):
+                if chain and (ext_times[start] == 0 or len(chain) == K):
+                    self._close_chain(chain, sources, ext_times, ext_steps, env, memory_row, pad_index,
+                                      chains_tokens, chains_starts, chains_memory)  # fmt: skip
+                    chain = []
+                chain.append((start, end))
+            self._close_chain(chain, sources, ext_times, ext_steps, env, memory_row, pad_index,
+                              chains_tokens, chains_starts, chains_memory)  # fmt: skip
+
+        tokens = np.stack(chains_tokens)
+        self.chains = {
+            "tokens": tokens,  # (C, K, L) source indices
+            "start_times": np.stack(chains_starts),  # (C, K)
+            "memory_rows": np.asarray(chains_memory),  # (C,) rows into the concatenated memory records
+            "loss_mask": tokens < n_rollout,
+        }
+        self.record_memory_pi = Memory(
+            th.cat([r[2].vectors for r in self.memory_records], dim=1), th.cat([r[2].times for r in self.memory_records])
+        )
+        has_vf = self.memory_records[0][3] is not None
+        self.record_memory_vf = (
+            Memory(
+                th.cat([r[3].vectors for r in self.memory_records], dim=1),
+                th.cat([r[3].times for r in self.memory_records]),
+            )
+            if has_vf
+            else None
+        )
+
+    def _close_chain(self, chain, sources, ext_times, ext_steps, env, memory_row, pad_index, tokens, starts, memory):
+        L, K = self.segment_len, self.bptt_segments
+        chain_tokens = np.full((K, L), pad_index, dtype=np.int64)
+        chain_starts = np.zeros(K, dtype=np.int64)
+        for k, (start, end) in enumerate(chain):
+            chain_tokens[k, : end - start] = sources[start:end]
+            chain_starts[k] = ext_times[start]
+        first = chain[0][0]
+        record = memory_row[ext_steps[first], env]
+        if record < 0:
+            raise RuntimeError(
+                f"no memory was recorded for env {env} at rollout step {ext_steps[first]} (a segment start); "
+                "call add_segment_memory for every segment start"
+            )
+        tokens.append(chain_tokens)
+        starts.append(chain_starts)
+        memory.append(record)
+
+    def _flat_with_prefix(self, array: np.ndarray, prefix: np.ndarray) -> np.ndarray:
+        """``[rollout (step-major), prefix (env-major), one zero row]`` along the first axis."""
+        rollout = array.reshape(-1, *array.shape[2:])
+        prefix = prefix.reshape(-1, *prefix.shape[2:])
+        return np.concatenate([rollout, prefix, np.zeros((1, *array.shape[2:]), dtype=array.dtype)])
+
+    def get(self, batch_size: int | None = None) -> Generator[ElmurRolloutBufferSamples, None, None]:  # type: ignore[override]
+        """Minibatches of whole chains, shuffled, each holding about ``batch_size`` steps of this rollout."""
+        assert self.full, "the rollout buffer is not full"
+        if self.chains is None:
+            self._build_chains()
+            no_prefix = lambda a: np.zeros((self.n_envs, max(self.segment_len - 1, 0), *a.shape[2:]), a.dtype)
+            self._flat = {
+                "observations": map_obs(self._flat_with_prefix, self.observations, self.prefix_obs),
+                **{
+                    name: self._flat_with_prefix(getattr(self, name), no_prefix(getattr(self, name)))
+                    for name in ("actions", "values", "log_probs", "advantages", "returns")
+                },
+            }
+        n_chains = len(self.chains["tokens"])
+        n_loss_steps = int(self.chains["loss_mask"].sum())
+        n_batches = max(1, round(n_loss_steps / (batch_size or n_loss_steps)))
+        for chain_ids in np.array_split(np.random.permutation(n_chains), n_batches):
+            yield self._get_samples(chain_ids)
+
+    def _memory_rows(self, memory: Memory, rows: th.Tensor) -> Memory:
+        return Memory(*(x.to(self.device) for x in memory.index(rows)))
+
+    def _get_samples(self, chain_ids: np.ndarray, env: Any = None) -> ElmurRolloutBufferSamples:  # type: ignore[override]
+        tokens = self.chains["tokens"][chain_ids].reshape(-1)
+        flat = self._flat
+        observations = map_obs(lambda a: self.to_torch(a[tokens]), flat["observations"])
+        if isinstance(observations, th.Tensor) and observations.dtype == th.float64:
+            observations = observations.float()
+        rows = th.as_tensor(self.chains["memory_rows"][chain_ids], device=self.record_memory_pi.times.device)
+        return ElmurRolloutBufferSamples(
+            observations=observations,
+            actions=self.to_torch(flat["actions"][tokens]),
+            old_values=self.to_torch(flat["values"][tokens]),
+            old_log_prob=self.to_torch(flat["log_probs"][tokens]),
+            advantages=self.to_torch(flat["advantages"][tokens]),
+            returns=self.to_torch(flat["returns"][tokens]),
+            loss_mask=self.to_torch(self.chains["loss_mask"][chain_ids].reshape(-1)).bool(),
+            start_times=th.as_tensor(self.chains["start_times"][chain_ids], device=self.device),
+            memory_pi=self._memory_rows(self.record_memory_pi, rows),
+            memory_vf=None if self.record_memory_vf is None else self._memory_rows(self.record_memory_vf, rows),
+        )

@@ -1,0 +1,330 @@
+"""Actor-critic policies whose recurrent part is an ELMUR core (layer memories in place of LSTM states)."""
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    MlpExtractor,
+    NatureCNN,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from elmur_sb3.core import ElmurConfig, ElmurCore, ElmurCoreState
+from elmur_sb3.memory import Memory
+
+
+class ElmurStates(NamedTuple):
+    """Recurrent state of a policy for a batch of envs.
+
+    :param pi: state of the actor's core (also the critic's when the core is shared)
+    :param vf: state of the critic's own core, or None when the critic shares the actor's
+    """
+
+    pi: ElmurCoreState
+    vf: ElmurCoreState | None
+
+    def index(self, rows: th.Tensor | slice) -> "ElmurStates":
+        return ElmurStates(self.pi.index(rows), None if self.vf is None else self.vf.index(rows))
+
+
+def _check_observation_space(observation_space: spaces.Space) -> None:
+    supported = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)
+    if not isinstance(observation_space, supported):
+        raise ValueError(
+            f"Unsupported observation space {observation_space}: ELMUR policies take Box, Discrete, MultiDiscrete, "
+            "MultiBinary or Dict observations; wrap the env, e.g. with gymnasium.wrappers.FlattenObservation for "
+            "Tuple spaces"
+        )
+
+
+class ElmurActorCriticPolicy(ActorCriticPolicy):
+    """Actor-critic policy with an ELMUR core between the features extractor and the MLP heads.
+
+    Arguments not listed are those of SB3's ``ActorCriticPolicy``. The ELMUR arguments are
+    those of :class:`elmur_sb3.core.ElmurConfig`:
+
+    :param d_model: token and memory width
+    :param n_layers: number of ELMUR layers
+    :param n_heads: attention heads
+    :param d_ff: feed-forward width (default ``4 * d_model``)
+    :param segment_len: steps per segment (attention window)
+    :param memory_slots: memory slots per layer
+    :param lru_blend: weight of new content when an occupied slot is updated, in (0, 1]
+    :param use_lru: False replaces the whole memory every segment (paper's ablation)
+    :param memory_init_std: std of the initial memory contents (0 = zeros)
+    :param max_dist: clamp of the time distances in the memory bias
+    :param dropout: dropout inside the core (0 keeps rollout and update functions identical)
+    :param shared_core: one core for actor and critic (default); False gives the critic its own
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+        ortho_init: bool = True,
+        use_sde: bool = False,
+        log_std_init: float = 0.0,
+        full_std: bool = True,
+        use_expln: bool = False,
+        squash_output: bool = False,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        share_features_extractor: bool = True,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        d_ff: int | None = None,
+        segment_len: int = 16,
+        memory_slots: int = 8,
+        lru_blend: float = 0.8,
+        use_lru: bool = True,
+        memory_init_std: float = 0.0,
+        max_dist: int = 1024,
+        dropout: float = 0.0,
+        shared_core: bool = True,
+    ):
+        _check_observation_space(observation_space)
+        self.elmur_config = ElmurConfig(
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            d_ff=d_ff,
+            segment_len=segment_len,
+            memory_slots=memory_slots,
+            lru_blend=lru_blend,
+            use_lru=use_lru,
+            memory_init_std=memory_init_std,
+            max_dist=max_dist,
+            dropout=dropout,
+        )
+        self.shared_core = shared_core
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch,
+            activation_fn,
+            ortho_init,
+            use_sde,
+            log_std_init,
+            full_std,
+            use_expln,
+            squash_output,
+            features_extractor_class,
+            features_extractor_kwargs,
+            share_features_extractor,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+        )
+        self.core_actor = ElmurCore(self.elmur_config, self.features_dim)
+        self.core_critic = None if shared_core else ElmurCore(self.elmur_config, self.features_dim)
+        # The parent built the optimizer before the cores existed.
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        c = self.elmur_config
+        data.update(
+            d_model=c.d_model,
+            n_layers=c.n_layers,
+            n_heads=c.n_heads,
+            d_ff=c.d_ff,
+            segment_len=c.segment_len,
+            memory_slots=c.memory_slots,
+            lru_blend=c.lru_blend,
+            use_lru=c.use_lru,
+            memory_init_std=c.memory_init_std,
+            max_dist=c.max_dist,
+            dropout=c.dropout,
+            shared_core=self.shared_core,
+        )
+        return data
+
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = MlpExtractor(
+            self.elmur_config.d_model, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # recurrent state
+
+    def initial_state(self, n_envs: int) -> ElmurStates:
+        """State of ``n_envs`` fresh episodes."""
+        critic = None if self.core_critic is None else self.core_critic.initial_state(n_envs, self.device)
+        return ElmurStates(self.core_actor.initial_state(n_envs, self.device), critic)
+
+    def reset_states(self, states: ElmurStates, episode_starts: th.Tensor) -> ElmurStates:
+        """Fresh episode state in the rows where ``episode_starts`` is set, the others untouched."""
+        critic = None if self.core_critic is None else self.core_critic.reset(states.vf, episode_starts)
+        return ElmurStates(self.core_actor.reset(states.pi, episode_starts), critic)
+
+    # ----------------------------------------------------------------------------------------
+    # step path: rollouts, predict, evaluation
+
+    def _split_features(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        features = self.extract_features(obs)
+        if self.share_features_extractor:
+            return features, features
+        return features
+
+    def _step_latents(
+        self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, ElmurStates, th.Tensor]:
+        states = self.reset_states(states, episode_starts)
+        pi_features, vf_features = self._split_features(obs)
+        latent_pi, pi_state, read_weights = self.core_actor.step(pi_features, states.pi)
+        if self.core_critic is None:
+            latent_vf, vf_state = latent_pi, None
+        else:
+            latent_vf, vf_state, _ = self.core_critic.step(vf_features, states.vf)
+        return latent_pi, latent_vf, ElmurStates(pi_state, vf_state), read_weights
+
+    def forward(
+        self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor, deterministic: bool = False
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, ElmurStates]:
+        """One step for every env.
+
+        :param obs: a batch of observations, one per env
+        :param states: the envs' recurrent state
+        :param episode_starts: 1 where the observation is an episode's first (state reset first)
+        :return: actions, values, log-probabilities and the next state
+        """
+        latent_pi, latent_vf, states, _ = self._step_latents(obs, states, episode_starts)
+        distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi))
+        actions = distribution.get_actions(deterministic=deterministic)
+        values = self.value_net(self.mlp_extractor.forward_critic(latent_vf))
+        return actions, values, distribution.log_prob(actions), states
+
+    def get_distribution(
+        self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor
+    ) -> tuple[Distribution, ElmurStates]:
+        latent_pi, _, states, _ = self._step_latents(obs, states, episode_starts)
+        return self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi)), states
+
+    def predict_values(self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor) -> th.Tensor:
+        _, latent_vf, _, _ = self._step_latents(obs, states, episode_starts)
+        return self.value_net(self.mlp_extractor.forward_critic(latent_vf))
+
+    def _predict(  # type: ignore[override]
+        self, observation: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor, deterministic: bool = False
+    ) -> tuple[th.Tensor, ElmurStates]:
+        distribution, states = self.get_distribution(observation, states, episode_starts)
+        return distribution.get_actions(deterministic=deterministic), states
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: ElmurStates | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, ElmurStates]:
+        """Actions for a batch of observations, as sb3-contrib's recurrent policies do.
+
+        :param observation: observations (one per env, or a single one)
+        :param state: the state returned by the previous call (None: fresh episodes)
+        :param episode_start: which envs start a new episode with this observation
+        :param deterministic: the distribution's mode instead of a sample
+        :return: actions and the next state, to pass to the next call
+        """
+        self.set_training_mode(False)
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        n_envs = len(next(iter(obs_tensor.values())) if isinstance(obs_tensor, dict) else obs_tensor)
+        if state is None:
+            state = self.initial_state(n_envs)
+        if episode_start is None:
+            episode_start = np.zeros(n_envs, dtype=bool)
+        with th.no_grad():
+            starts = th.as_tensor(np.asarray(episode_start), device=self.device).reshape(n_envs)
+            actions, state = self._predict(obs_tensor, state, starts, deterministic=deterministic)
+        actions = actions.cpu().numpy().reshape((-1, *self.action_space.shape))
+        if isinstance(self.action_space, spaces.Box):
+            if self.squash_output:
+                actions = self.unscale_action(actions)
+            else:
+                actions = np.clip(actions, self.action_space.low, self.action_space.high)
+        if not vectorized_env:
+            actions = actions.squeeze(axis=0)
+        return actions, state
+
+    # ----------------------------------------------------------------------------------------
+    # segment path: PPO updates
+
+    def evaluate_chains(
+        self,
+        obs: PyTorchObs,
+        actions: th.Tensor,
+        start_times: th.Tensor,
+        start_memory_pi: Memory,
+        start_memory_vf: Memory | None,
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, th.Tensor]:
+        """Values, log-probs and entropies of chains of consecutive segments of one episode.
+
+        The memory each segment writes feeds the next segment of its chain with gradients
+        (truncated backpropagation through the memory); the chain's start memory is given.
+
+        :param obs: observations flattened from ``(C, K, L)`` chain-major order
+        :param actions: actions in the same order
+        :param start_times: ``(C, K)`` episode time of each segment's first step
+        :param start_memory_pi: the actor core's memory at each chain's start (batch ``C``)
+        :param start_memory_vf: the critic core's, or None when the core is shared
+        :return: values, log-probs, entropies (flat, same order) and the read-attention entropy
+            of the actor core's last layer ``(C, K, L)`` (a diagnostic)
+        """
+        n_chains, n_segments = start_times.shape
+        pi_features, vf_features = self._split_features(obs)
+        latent_pi, read_entropy = self._run_chains(self.core_actor, pi_features, start_times, start_memory_pi)
+        if self.core_critic is None:
+            latent_vf = latent_pi
+        else:
+            latent_vf, _ = self._run_chains(self.core_critic, vf_features, start_times, start_memory_vf)
+        distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi))
+        values = self.value_net(self.mlp_extractor.forward_critic(latent_vf))
+        return values.flatten(), distribution.log_prob(actions), distribution.entropy(), read_entropy
+
+    @staticmethod
+    def _run_chains(
+        core: ElmurCore, features: th.Tensor, start_times: th.Tensor, memory: Memory
+    ) -> tuple[th.Tensor, th.Tensor]:
+        n_chains, n_segments = start_times.shape
+        features = features.reshape(n_chains, n_segments, core.config.segment_len, -1)
+        latents, entropies = [], []
+        for k in range(n_segments):
+            latent, memory, read_weights = core.forward_segment(features[:, k], memory, start_times[:, k])
+            latents.append(latent)
+            entropy = -(read_weights * read_weights.clamp_min(1e-12).log()).sum(-1).mean(1)
+            entropies.append(entropy.detach())
+        return th.stack(latents, 1).flatten(0, 2), th.stack(entropies, 1)
+
+
+MlpElmurPolicy = ElmurActorCriticPolicy
+
+
+class CnnElmurPolicy(ElmurActorCriticPolicy):
+    """ELMUR policy for image observations (SB3's ``NatureCNN`` encoder by default)."""
+
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+class MultiInputElmurPolicy(ElmurActorCriticPolicy):
+    """ELMUR policy for Dict observations (SB3's ``CombinedExtractor`` by default)."""
+
+    def __init__(
+        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
+    ):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
