@@ -1,0 +1,184 @@
+"""The ``train.py`` command line: train (default), ``--resume``, ``--eval-only`` and ``compare``.
+
+Usage::
+
+    python train.py --env popgym-RepeatPrevious --algo ppo-elmur
+    python train.py --env tmaze-30 --algo ppo-lstm --seed 1 --timesteps 300000 --hp n_steps=256 policy_kwargs.lstm_hidden_size=64
+    python train.py --resume runs/<run dir>
+    python train.py --eval-only runs/<run dir>/final_model.zip --eval-env tmaze-100000
+    python train.py compare --env popgym-RepeatPrevious --algos ppo-elmur ppo-lstm ppo --seeds 3 --jobs 2
+
+User errors (unknown env, algo or ``--hp`` key, bad run directory) print one line and exit with
+code 2, like argparse's own errors; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from agents.hyperparams import PROTOCOL_KEYS, HyperparamError
+from agents.registry import ALGOS, AlgoImportError, UnknownAlgoError
+
+PROG = "train.py"
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    algos = "\n".join(f"  {name:10s} {spec.description}" for name, spec in ALGOS.items())
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train, resume or evaluate one agent. `train.py compare --help` for the multi-seed comparison.",
+        epilog=f"algorithms:\n{algos}\n\nprotocol keys for --hp:\n"
+        + "\n".join(f"  {k:18s} {v}" for k, v in PROTOCOL_KEYS.items())
+        + "\n\nplus the algorithm's constructor keywords (n_steps, batch_size, ...) and policy_kwargs.<key>, env_kwargs.<key>",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--env", help="environment: popgym-<Name>[Easy|Medium|Hard], tmaze-<length>, mikasa-<Task>, or a gymnasium id")
+    parser.add_argument("--algo", default=None, help=f"algorithm: {', '.join(ALGOS)} (default: ppo-elmur)")
+    _add_protocol_flags(parser)
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="parent directory of run directories (default: runs)")
+    parser.add_argument("--run-name", default=None, help="run directory name (default: <env>__<algo>__s<seed>__<timestamp>)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    parser.add_argument("--eval-only", type=Path, metavar="MODEL.zip", help="evaluate a saved model, write the result as JSON and exit")
+    _add_session_flags(parser)
+    return parser
+
+
+def _add_protocol_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timesteps", type=int, default=None, help="training budget in env steps (default: the preset's)")
+    parser.add_argument("--n-envs", type=int, default=None, help="parallel training envs (default: the preset's)")
+    parser.add_argument("--eval-freq", type=int, default=None, help="evaluate every N env steps (default: the preset's)")
+    parser.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default: the preset's)")
+    parser.add_argument("--eval-env", default=None, help="evaluate on another env (e.g. train tmaze-30, evaluate tmaze-100000)")
+    parser.add_argument(
+        "--hp",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="override hyperparameters: n_steps=256 policy_kwargs.segment_len=32 env_kwargs.obs_mode=rgb",
+    )
+    parser.add_argument("--no-prev-action", action="store_true", help="do not add the previous action/reward to observations")
+
+
+def _add_session_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda (default: auto)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: small models gain nothing from more)")
+    parser.add_argument("--no-progress-bar", action="store_true", help="no progress bar (e.g. when logging to a file)")
+    parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity (1 prints the training statistics)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} compare",
+        description="Train every (algorithm, seed) pair in parallel processes, then write a markdown table "
+        "(mean and 95%% t-interval over seeds) and a learning-curve plot.",
+    )
+    parser.add_argument("--env", required=True, help="environment (as for training)")
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), help=f"algorithms (default: {' '.join(ALGOS)})")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    parser.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2)), help="parallel training processes (default: CPU count)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: runs/compare__<env>__<timestamp>)")
+    parser.add_argument("--table-only", action="store_true", help="do not train: rebuild the table and plot from the runs in --out")
+    _add_protocol_flags(parser)
+    parser.add_argument("--device", default="cpu", help="torch device of each run (default: cpu)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    return parser
+
+
+def _user_error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _setup_torch(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    :param argv: the arguments (default ``sys.argv[1:]``)
+    :return: the exit code
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    is_compare = bool(argv) and argv[0] == "compare"
+    parser = _compare_parser() if is_compare else _train_parser()
+    args = parser.parse_args(argv[1:] if is_compare else argv)
+    # Imported after argparse, so --help does not wait for torch.
+    import envs
+
+    from agents.runner import RunError
+
+    try:
+        if is_compare:
+            from agents.compare import run_compare
+
+            return run_compare(args, argv)
+        return _main_train(args, parser, argv)
+    except (envs.UnknownEnvError, UnknownAlgoError, HyperparamError, AlgoImportError, ImportError, RunError) as exc:
+        if args.debug:
+            raise
+        return _user_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _main_train(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    from agents import runner
+
+    _setup_torch(args.threads)
+    options = runner.RunOptions(device=args.device, progress_bar=not args.no_progress_bar, verbose=args.verbose)
+    prev_action = False if args.no_prev_action else None
+
+    if args.resume is not None:
+        fixed = {
+            "--env": args.env,
+            "--algo": args.algo,
+            "--seed": args.seed,
+            "--hp": args.hp,
+            "--n-envs": args.n_envs,
+            "--eval-freq": args.eval_freq,
+            "--eval-episodes": args.eval_episodes,
+            "--eval-env": args.eval_env,
+            "--eval-only": args.eval_only,
+            "--run-name": args.run_name,
+        }
+        given = [flag for flag, value in fixed.items() if value is not None] + (["--no-prev-action"] if args.no_prev_action else [])
+        if given:
+            parser.error(f"--resume continues the recorded configuration; it accepts --timesteps, --device, --threads, not {' '.join(given)}")
+        return runner.resume(args.resume, options, timesteps=args.timesteps)
+
+    if args.eval_only is not None:
+        return runner.evaluate_only(
+            args.eval_only,
+            options,
+            env=args.env,
+            eval_env=args.eval_env,
+            algo=args.algo,
+            eval_episodes=args.eval_episodes,
+            seed=args.seed,
+            hp=args.hp,
+            out=args.out if "--out" in argv else None,
+            prev_action=prev_action,
+        )
+
+    if args.env is None:
+        parser.error("--env is required (e.g. --env popgym-RepeatPrevious)")
+    exp = runner.resolve_experiment(
+        args.env,
+        args.algo or "ppo-elmur",
+        seed=args.seed if args.seed is not None else 0,
+        hp=args.hp,
+        eval_env=args.eval_env,
+        timesteps=args.timesteps,
+        n_envs=args.n_envs,
+        eval_freq=args.eval_freq,
+        eval_episodes=args.eval_episodes,
+        prev_action=prev_action,
+    )
+    return runner.train(exp, args.out, args.run_name, options, [sys.executable, PROG, *argv])
