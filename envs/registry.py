@@ -103,9 +103,10 @@ def resolve_env_name(name: str) -> str:
         return gym_id
     if low.startswith("tmaze-"):
         match = _TMAZE_RE.fullmatch(name)
-        if match is None or int(match.group(1)) < 1:
+        if match is not None and int(match.group(1)) >= 1:
+            return f"tmaze-{int(match.group(1))}"
+        if _gym_id(name) is None:  # e.g. "TMaze-v0" is a gymnasium id
             raise UnknownEnvError(f"Unknown T-Maze {name!r}: use tmaze-<corridor length >= 1>, e.g. 'tmaze-100'")
-        return f"tmaze-{int(match.group(1))}"
     if low.startswith("mikasa-"):
         return "mikasa-" + _mikasa_task(name).removesuffix("-v0")
     gym_id = _gym_id(name)

@@ -216,21 +216,29 @@ class TMazeVecEnv(VecEnv):
     """
 
     def __init__(self, length: int = 10, n_envs: int = 1, prev_action: bool = False, penalty: float | None = None) -> None:
+        # VecEnv.__init__ queries `render_mode` through get_attr.
+        self.render_mode = None
         super().__init__(n_envs, tmaze_observation_space(prev_action), spaces.Discrete(N_ACTIONS))
         self.length = _check_length(length)
         self.penalty = -1.0 / self.length if penalty is None else float(penalty)
         self.prev_action = prev_action
-        self.render_mode = None
         n = n_envs
         self._base_seed = np.random.SeedSequence().generate_state(n, dtype=np.uint64)
         self._episode = np.full(n, -1, dtype=np.int64)
         self._x = np.zeros(n, dtype=np.int64)
         self._t = 0
         self._goal_up = np.ones(n, dtype=bool)
-        self._obs = np.zeros((n, self.observation_space.shape[0]), dtype=np.float32)
-        self._eye = np.eye(N_ACTIONS, dtype=np.float32)
-        self._penalty32 = np.float32(self.penalty)
+        self._reset_obs = np.zeros((n, self.observation_space.shape[0]), dtype=np.float32)
         self._actions = np.zeros(n, dtype=np.int64)
+        # Lookup tables: on arrays of a few elements, numpy's per-call overhead
+        # dominates, and `take` is among the cheapest calls. Row `a` of the
+        # observation table is the corridor observation after action `a`
+        # (prev-action one-hot included; the reward column is filled afterwards).
+        dim = self.observation_space.shape[0]
+        self._obs_table = np.zeros((N_ACTIONS, dim), dtype=np.float32)
+        if prev_action:
+            self._obs_table[:, OBS_DIM : OBS_DIM + N_ACTIONS] = np.eye(N_ACTIONS, dtype=np.float32)
+        self._reward_table = np.array([0.0, self.penalty], dtype=np.float32)  # indexed by "lagging"
 
     # --- episode bookkeeping -------------------------------------------------
 
@@ -240,24 +248,25 @@ class TMazeVecEnv(VecEnv):
         self._goal_up = _goal_up(self._base_seed, self._episode.astype(np.uint64))
         self._x[:] = 0
         self._t = 0
-        self._obs[:] = 0.0
-        self._obs[:, 0] = self._goal_up
-        self._obs[:, 1] = ~self._goal_up
+        self._reset_obs[:] = 0.0
+        self._reset_obs[:, 0] = self._goal_up
+        self._reset_obs[:, 1] = ~self._goal_up
 
     def reset(self) -> VecEnvObs:
         for i, seed in enumerate(self._seeds):
             if seed is not None:
                 self._base_seed[i] = np.uint64(seed & _MASK64)
                 self._episode[i] = -1
-        forced = [i for i, opt in enumerate(self._options) if opt and "goal_up" in opt]
         self._new_episodes()
-        for i in forced:
-            self._goal_up[i] = bool(self._options[i]["goal_up"])
-            self._obs[i, 0], self._obs[i, 1] = float(self._goal_up[i]), float(not self._goal_up[i])
+        for i, opt in enumerate(self._options):
+            if opt and "goal_up" in opt:
+                up = bool(opt["goal_up"])
+                self._goal_up[i] = up
+                self._reset_obs[i, 0], self._reset_obs[i, 1] = float(up), float(not up)
         self._reset_seeds()
         self._reset_options()
         self.reset_infos = [{} for _ in range(self.num_envs)]
-        return self._obs.copy()
+        return self._reset_obs.copy()
 
     # --- stepping ----------------------------------------------------------------
 
@@ -267,49 +276,46 @@ class TMazeVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         a = self._actions
         x = self._x
-        obs = self._obs
         n = self.num_envs
         self._t += 1
         t = self._t
         if t <= self.length:
-            # Corridor phase: no episode can end, and the agent cannot be at the
-            # junction before step `length`, so only a few columns change.
-            if t == 1:
-                obs[:, :OBS_DIM] = 0.0
-            x += _MOVE[a]
-            np.clip(x, 0, self.length, out=x)
-            rewards = (x < t) * self._penalty32
+            # Corridor phase: no episode can end, and x <= t <= length, so only
+            # the wall at the start can be hit.
+            x += _MOVE.take(a)
+            np.maximum(x, 0, out=x)
+            rewards = self._reward_table.take((x < t).view(np.uint8))
+            obs = self._obs_table.take(a, axis=0)
             if t == self.length:
                 obs[:, 2] = x == self.length
             if self.prev_action:
-                obs[:, OBS_DIM : OBS_DIM + N_ACTIONS] = self._eye[a]
                 obs[:, -1] = rewards
-            return obs.copy(), rewards, np.zeros(n, dtype=bool), [{"TimeLimit.truncated": False} for _ in range(n)]
+            return obs, rewards, np.zeros(n, dtype=bool), [{"TimeLimit.truncated": False} for _ in range(n)]
 
         # Last step: the choice at the junction, or the horizon.
         if np.any((a < 0) | (a >= N_ACTIONS)):
             raise ValueError(f"T-Maze actions must be in 0..3, got {a}")
         at_junction = x == self.length
-        x += _MOVE[a]
-        np.clip(x, 0, self.length, out=x)
+        x += _MOVE.take(a)
+        np.maximum(x, 0, out=x)
+        np.minimum(x, self.length, out=x)
         chose = at_junction & ((a == UP) | (a == DOWN))
         success = chose & ((a == UP) == self._goal_up)
         rewards = success.astype(np.float32)
-        obs[:, :OBS_DIM] = 0.0
+        obs = self._obs_table.take(a, axis=0)
         obs[:, 2] = x == self.length
         if self.prev_action:
-            obs[:, OBS_DIM : OBS_DIM + N_ACTIONS] = self._eye[a]
             obs[:, -1] = rewards
         infos = [
             {
                 "is_success": bool(success[i]),
                 "TimeLimit.truncated": not bool(chose[i]),
-                "terminal_observation": obs[i].copy(),
+                "terminal_observation": obs[i],
             }
             for i in range(n)
         ]
         self._new_episodes()
-        return obs.copy(), rewards, np.ones(n, dtype=bool), infos
+        return self._reset_obs.copy(), rewards, np.ones(n, dtype=bool), infos
 
     # --- the rest of the VecEnv API ---------------------------------------------
 
