@@ -72,6 +72,13 @@ def _add_session_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} compare",
@@ -80,9 +87,9 @@ def _compare_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--env", required=True, help="environment (as for training)")
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), help=f"algorithms (default: {' '.join(ALGOS)})")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    parser.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds (default 3)")
     parser.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2)), help="parallel training processes (default: CPU count)")
+    parser.add_argument("--jobs", type=_positive_int, default=max(1, (os.cpu_count() or 2)), help="parallel training processes (default: CPU count)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: runs/compare__<env>__<timestamp>)")
     parser.add_argument("--table-only", action="store_true", help="do not train: rebuild the table and plot from the runs in --out")
     _add_protocol_flags(parser)
