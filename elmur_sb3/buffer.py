@@ -87,7 +87,13 @@ class ElmurRolloutBuffer(RolloutBuffer):
         return np.zeros((*leading, *self.obs_shape), dtype=self.observation_space.dtype)
 
     def reset(self) -> None:
-        super().reset()
+        # RolloutBuffer.reset cannot shape Dict observations: build every field here.
+        shape = (self.buffer_size, self.n_envs)
+        self.actions = np.zeros((*shape, self.action_dim), dtype=self.action_space.dtype)
+        for name in ("rewards", "returns", "episode_starts", "values", "log_probs", "advantages"):
+            setattr(self, name, np.zeros(shape, dtype=np.float32))
+        self.generator_ready = False
+        self.pos, self.full = 0, False
         if self.prefix_obs is not None:  # the parent's constructor resets before the prefix exists
             self.prefix_obs = self.next_prefix_obs
         self.observations = self._zeros_obs((self.buffer_size, self.n_envs))
@@ -265,7 +271,7 @@ class ElmurRolloutBuffer(RolloutBuffer):
         rows = th.as_tensor(self.chains["memory_rows"][chain_ids], device=self.record_memory_pi.times.device)
         return ElmurRolloutBufferSamples(
             observations=observations,
-            actions=self.to_torch(flat["actions"][tokens]),
+            actions=self.to_torch(flat["actions"][tokens].astype(np.float32)),
             old_values=self.to_torch(flat["values"][tokens]),
             old_log_prob=self.to_torch(flat["log_probs"][tokens]),
             advantages=self.to_torch(flat["advantages"][tokens]),

@@ -1,0 +1,340 @@
+"""The ELMUR library: the model's two paths, PPOElmur's update, SB3 citizenship, errors, memory."""
+
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecNormalize
+
+from cue_env import CueRecallEnv
+from elmur_sb3 import ElmurConfig, ElmurCore, PPOElmur
+from elmur_sb3.core import ElmurCoreState
+from elmur_sb3.policy import ElmurStates
+
+th.set_num_threads(1)
+
+SMALL = dict(d_model=16, n_layers=2, n_heads=2, segment_len=4, memory_slots=3, net_arch=[16])
+
+
+# --------------------------------------------------------------------------------------------
+# the model: step path == segment path
+
+
+@pytest.mark.parametrize(
+    "segment_len,memory_slots,use_lru,init_std",
+    [(1, 2, True, 0.0), (3, 1, True, 0.0), (4, 3, True, 0.3), (5, 2, False, 0.0), (7, 4, True, 0.0)],
+)
+def test_step_path_equals_segment_path(segment_len, memory_slots, use_lru, init_std):
+    th.manual_seed(segment_len * 10 + memory_slots)
+    config = ElmurConfig(
+        d_model=16, n_layers=2, n_heads=4, segment_len=segment_len, memory_slots=memory_slots,
+        use_lru=use_lru, memory_init_std=init_std, max_dist=6,
+    )  # fmt: skip
+    core = ElmurCore(config, input_dim=5)
+    # Perturb the zero-initialised biases so they matter in the comparison.
+    for layer in core.layers:
+        th.nn.init.normal_(layer.self_bias)
+        th.nn.init.normal_(layer.memory_bias.table.weight)
+    batch, length = 3, 6 * segment_len + 2
+    features = th.randn(batch, length, 5)
+    state = core.initial_state(batch, "cpu")
+    start_memory = state.memory
+    step_outputs = []
+    with th.no_grad():
+        for t in range(length):
+            h, state, _ = core.step(features[:, t], state)
+            step_outputs.append(h)
+        memory, segment_outputs = start_memory, []
+        for start in range(0, length, segment_len):
+            h, memory, _ = core.forward_segment(
+                features[:, start : start + segment_len], memory, th.full((batch,), start)
+            )
+            segment_outputs.append(h)
+    diff = (th.stack(step_outputs, 1) - th.cat(segment_outputs, 1)).abs().max().item()
+    assert diff < 1e-5
+    # the memory the step path ends with is the one after the last complete segment
+    complete = (length // segment_len) * segment_len
+    memory = start_memory
+    with th.no_grad():
+        for start in range(0, complete, segment_len):
+            _, memory, _ = core.forward_segment(features[:, start : start + segment_len], memory, th.full((batch,), start))
+    assert th.equal(memory.times, state.memory.times)
+    assert (memory.vectors - state.memory.vectors).abs().max().item() < 1e-5
+
+
+def test_lru_rule_rewrites_empty_then_blends_oldest():
+    from elmur_sb3.memory import initial_memory, write_memory
+
+    memory = initial_memory(n_layers=1, batch_size=1, memory_slots=2, d_model=1, init_std=0.0, device="cpu")
+    vectors, times = memory
+    for end_time, value in [(3, 1.0), (7, 2.0), (11, 4.0), (15, 8.0)]:
+        vectors, times = write_memory(vectors, times, th.full_like(vectors, value), th.tensor([end_time]), 0.5, True)
+    # slots: written at 3 (1.0) and 7 (2.0); then the oldest (slot 0) blended at 11, slot 1 at 15
+    assert times.tolist() == [[11, 15]]
+    assert vectors.flatten().tolist() == [0.5 * 4.0 + 0.5 * 1.0, 0.5 * 8.0 + 0.5 * 2.0]
+    vectors, times = write_memory(vectors, times, th.full_like(vectors, 9.0), th.tensor([19]), 0.5, False)
+    assert times.tolist() == [[19, 19]] and vectors.flatten().tolist() == [9.0, 9.0]
+
+
+# --------------------------------------------------------------------------------------------
+# PPOElmur's update recomputes what the rollout saw
+
+
+def _record_train_inputs(model: PPOElmur) -> list[tuple[float, float]]:
+    """Wrap ``model.train`` to measure, before each update, the segment path's deviation from the rollout."""
+    deviations = []
+    original_train = model.train
+
+    def train() -> None:
+        for data in model.rollout_buffer.get(10**9):
+            actions = data.actions
+            if isinstance(model.action_space, spaces.Discrete):
+                actions = actions.long().flatten()
+            with th.no_grad():
+                values, log_prob, _, _ = model.policy.evaluate_chains(
+                    data.observations, actions, data.start_times, data.memory_pi, data.memory_vf
+                )
+            mask = data.loss_mask
+            deviations.append(
+                (
+                    (log_prob - data.old_log_prob)[mask].abs().max().item(),
+                    (values - data.old_values)[mask].abs().max().item(),
+                )
+            )
+        original_train()
+
+    model.train = train
+    return deviations
+
+
+@pytest.mark.parametrize("bptt_segments,shared_core", [(1, True), (3, True), (2, False)])
+def test_update_recomputes_rollout_exactly(bptt_segments, shared_core):
+    # CartPole's episodes end at random times; n_steps=37 with segment_len=4 makes rollouts begin mid-segment.
+    venv = make_vec_env("CartPole-v1", n_envs=3, seed=1)
+    model = PPOElmur(
+        "MlpElmurPolicy", venv, n_steps=37, batch_size=40, n_epochs=1, learning_rate=0.0, seed=0,
+        bptt_segments=bptt_segments, policy_kwargs=dict(SMALL, shared_core=shared_core, memory_init_std=0.1),
+    )  # fmt: skip
+    deviations = _record_train_inputs(model)
+    model.learn(37 * 3 * 5)
+    assert len(deviations) == 5
+    assert max(d[0] for d in deviations) < 1e-5
+    assert max(d[1] for d in deviations) < 1e-5
+    # learning_rate=0: the update's ratio is exactly what the rollout saw
+    assert model.logger.name_to_value["train/approx_kl"] < 1e-9
+    assert model.logger.name_to_value["train/clip_fraction"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# isolation between envs and episode resets
+
+
+def test_envs_are_isolated_and_episode_start_resets():
+    venv = make_vec_env("CartPole-v1", n_envs=3, seed=0)
+    model = PPOElmur("MlpElmurPolicy", venv, seed=0, policy_kwargs=SMALL)
+    policy = model.policy
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(12, 3, 4)).astype(np.float32)
+    other = obs.copy()
+    other[:, 1] = rng.normal(size=(12, 4))  # env 1 sees something else
+
+    def probs(obs_t: np.ndarray, state, starts) -> tuple[th.Tensor, object]:
+        # SB3 reuses one distribution object per policy: copy the probabilities out at once
+        with th.no_grad():
+            distribution, state = policy.get_distribution(th.as_tensor(obs_t), state, th.as_tensor(starts))
+        return distribution.distribution.probs.clone(), state
+
+    state_a = state_b = policy.initial_state(3)
+    for t in range(12):
+        start = np.array([t == 0] * 3)
+        probs_a, state_a = probs(obs[t], state_a, start)
+        probs_b, state_b = probs(other[t], state_b, start)
+        assert th.equal(probs_a[[0, 2]], probs_b[[0, 2]])
+        assert not th.equal(probs_a[1], probs_b[1])
+    # an episode start in env 2 gives exactly a fresh state's output; envs 0 and 1 go on
+    fresh_obs = rng.normal(size=(3, 4)).astype(np.float32)
+    probs_reset, state_reset = probs(fresh_obs, state_a, np.array([False, False, True]))
+    probs_fresh, _ = probs(fresh_obs, policy.initial_state(3), np.ones(3, dtype=bool))
+    probs_cont, _ = probs(fresh_obs, state_a, np.zeros(3, dtype=bool))
+    assert th.equal(probs_reset[2], probs_fresh[2])
+    assert th.equal(probs_reset[:2], probs_cont[:2])
+    assert not th.equal(probs_reset[2], probs_cont[2])
+    assert state_reset.pi.episode_time.tolist() == [13, 13, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# SB3 citizenship
+
+
+def test_save_load_predict_and_evaluate(tmp_path):
+    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = PPOElmur("MlpElmurPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, policy_kwargs=SMALL)
+    model.learn(128)
+    model.save(tmp_path / "agent")
+    loaded = PPOElmur.load(tmp_path / "agent", env=venv)
+    assert loaded.policy.elmur_config == model.policy.elmur_config
+    obs = venv.reset()
+    state_a = state_b = None
+    starts = np.ones(2, dtype=bool)
+    for _ in range(20):
+        actions_a, state_a = model.predict(obs, state=state_a, episode_start=starts, deterministic=True)
+        actions_b, state_b = loaded.predict(obs, state=state_b, episode_start=starts, deterministic=True)
+        assert np.array_equal(actions_a, actions_b)
+        obs, _, starts, _ = venv.step(actions_a)
+    # a single (non-vectorised) observation works too
+    single_action, _ = loaded.predict(obs[0], deterministic=True)
+    assert np.shape(single_action) == ()
+    mean_reward, _ = evaluate_policy(loaded, venv, n_eval_episodes=4)
+    assert mean_reward > 0
+    loaded.learn(64, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 128 + 64
+
+
+def test_callbacks_vecnormalize_tensorboard_progress_bar(tmp_path):
+    venv = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0))
+    eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=5), training=False)
+    callbacks = [
+        EvalCallback(eval_env, eval_freq=64, n_eval_episodes=1, log_path=str(tmp_path / "eval")),
+        CheckpointCallback(save_freq=64, save_path=str(tmp_path / "ckpt"), save_vecnormalize=True),
+    ]
+    model = PPOElmur(
+        "MlpElmurPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0,
+        tensorboard_log=str(tmp_path / "tb"), policy_kwargs=SMALL,
+    )  # fmt: skip
+    model.learn(256, callback=callbacks, progress_bar=True)
+    assert (tmp_path / "eval" / "evaluations.npz").exists()
+    assert any(p.suffix == ".zip" for p in (tmp_path / "ckpt").iterdir())
+    events = list((tmp_path / "tb").rglob("events.out.tfevents*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    for tag in ("train/approx_kl", "elmur/slots_filled", "elmur/mean_slot_age", "elmur/read_entropy"):
+        assert tag in tags
+
+
+def test_same_seed_same_first_update():
+    def first_update() -> list[th.Tensor]:
+        venv = make_vec_env("CartPole-v1", n_envs=2, seed=3)
+        model = PPOElmur("MlpElmurPolicy", venv, n_steps=32, batch_size=32, n_epochs=2, seed=3, policy_kwargs=SMALL)
+        model.learn(64)
+        return [p.detach().clone() for p in model.policy.parameters()]
+
+    for a, b in zip(first_update(), first_update()):
+        assert th.equal(a, b)
+
+
+class _SpaceEnv(gym.Env):
+    """A short-episode env with a given observation and action space (random observations)."""
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.observation_space.seed(seed)
+        self.t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        assert self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype).reshape(self.action_space.shape))
+        self.t += 1
+        return self.observation_space.sample(), float(np.sum(action)), self.t >= 9, False, {}
+
+
+@pytest.mark.parametrize(
+    "policy,observation_space,action_space",
+    [
+        ("MlpElmurPolicy", spaces.Box(-1, 1, (3,)), spaces.Discrete(3)),
+        ("MlpElmurPolicy", spaces.Box(-1, 1, (3,)), spaces.MultiDiscrete([2, 3])),
+        ("MlpElmurPolicy", spaces.Discrete(4), spaces.MultiBinary(3)),
+        ("MlpElmurPolicy", spaces.MultiDiscrete([3, 2]), spaces.Box(-2, 2, (2,))),
+        ("MultiInputElmurPolicy", spaces.Dict(a=spaces.Box(-1, 1, (2,)), b=spaces.Discrete(3)), spaces.Discrete(2)),
+        ("CnnElmurPolicy", spaces.Box(0, 255, (36, 36, 1), np.uint8), spaces.Discrete(2)),
+    ],
+)
+def test_spaces(policy, observation_space, action_space):
+    venv = make_vec_env(lambda: _SpaceEnv(observation_space, action_space), n_envs=2, seed=0)
+    # learning_rate=0 so that rollouts after the first (which begin mid-segment) are also exact
+    model = PPOElmur(policy, venv, n_steps=12, batch_size=16, n_epochs=1, learning_rate=0.0, seed=0, policy_kwargs=SMALL)
+    deviations = _record_train_inputs(model)
+    model.learn(48)
+    assert max(d[0] for d in deviations) < 1e-5
+    evaluate_policy(model, venv, n_eval_episodes=2)
+
+
+# --------------------------------------------------------------------------------------------
+# clear errors at construction
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(policy_kwargs=dict(d_model=30, n_heads=4)), "d_model (30) must be divisible by n_heads (4)"),
+        (dict(policy_kwargs=dict(segment_len=0)), "segment_len must be an integer >= 1"),
+        (dict(policy_kwargs=dict(memory_slots=0)), "memory_slots must be an integer >= 1"),
+        (dict(policy_kwargs=dict(lru_blend=0.0)), r"lru_blend must lie in (0, 1]"),
+        (dict(policy_kwargs=dict(lru_blend=1.5)), r"lru_blend must lie in (0, 1]"),
+        (dict(bptt_segments=0), "bptt_segments must be an integer >= 1"),
+        (dict(batch_size=8, policy_kwargs=dict(segment_len=16)), "batch_size (8) cannot hold one segment"),
+    ],
+)
+def test_invalid_configuration(kwargs, message):
+    venv = make_vec_env("CartPole-v1", n_envs=1)
+    with pytest.raises(ValueError) as error:
+        PPOElmur("MlpElmurPolicy", venv, **kwargs)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_unsupported_observation_space_names_the_fix():
+    env = _SpaceEnv(spaces.Tuple((spaces.Discrete(2), spaces.Discrete(4))), spaces.Discrete(2))
+    with pytest.raises(ValueError, match="FlattenObservation"):
+        PPOElmur("MlpElmurPolicy", make_vec_env(lambda: env, n_envs=1))
+
+
+# --------------------------------------------------------------------------------------------
+# it really remembers
+
+
+def _success_rate(model, n_episodes: int = 200, wipe_memory_at: int | None = None) -> float:
+    """Success on CueRecallEnv; optionally wipe the memory (keeping the episode time) at one step."""
+    env = CueRecallEnv(length=5)
+    successes = []
+    for episode in range(n_episodes):
+        obs, _ = env.reset(seed=10_000 + episode)
+        state, start, done = None, np.array([True]), False
+        while not done:
+            if wipe_memory_at is not None and env.t == wipe_memory_at and isinstance(model, PPOElmur):
+                pi = state.pi
+                fresh = model.policy.core_actor.initial_memory(1, model.device)
+                state = ElmurStates(ElmurCoreState(fresh, pi.keys, pi.values, pi.outputs, pi.episode_time), None)
+            action, state = model.predict(obs[None], state=state, episode_start=start, deterministic=True)
+            start = np.array([False])
+            obs, _, done, _, info = env.step(int(action[0]))
+        successes.append(info["is_success"])
+    return float(np.mean(successes))
+
+
+def test_it_remembers_across_segments():
+    # The cue is shown at step 0 (segment 0) and must be acted on at step 4 (segment 2): the
+    # attention window (2 steps) cannot see it, only the layer memory can carry it.
+    venv = make_vec_env(CueRecallEnv, n_envs=16, seed=0, env_kwargs=dict(length=5))
+    common = dict(n_steps=20, batch_size=80, n_epochs=4, learning_rate=1e-3, seed=1)
+    model = PPOElmur(
+        "MlpElmurPolicy", venv, bptt_segments=3, **common,
+        policy_kwargs=dict(d_model=32, n_layers=1, n_heads=2, segment_len=2, memory_slots=4, net_arch=[32]),
+    )  # fmt: skip
+    model.learn(5120)
+    assert _success_rate(model) >= 0.9
+    # Memory is the reason: wiping it just before the decision brings the agent back to chance.
+    assert _success_rate(model, wipe_memory_at=4) <= 0.7
+    memoryless = PPO("MlpPolicy", venv, **common).learn(5120)
+    assert _success_rate(memoryless) <= 0.7
