@@ -215,7 +215,9 @@ class TMazeVecEnv(VecEnv):
     :param penalty: lagging penalty, ``-1 / length`` by default
     """
 
-    def __init__(self, length: int = 10, n_envs: int = 1, prev_action: bool = False, penalty: float | None = None) -> None:
+    def __init__(
+        self, length: int = 10, n_envs: int = 1, prev_action: bool = False, penalty: float | None = None
+    ) -> None:
         # VecEnv.__init__ queries `render_mode` through get_attr.
         self.render_mode = None
         super().__init__(n_envs, tmaze_observation_space(prev_action), spaces.Discrete(N_ACTIONS))
@@ -332,7 +334,9 @@ class TMazeVecEnv(VecEnv):
         # All envs share one set of parameters (e.g. `length`); per-env values make no sense here.
         setattr(self, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         method = getattr(self, method_name)
         return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
 

@@ -206,7 +206,8 @@ def test_short_training_runs(short: str) -> None:
 
 def test_time_limit_is_truncation_and_termination_is_not() -> None:
     # MultiarmedBanditEasy runs into its 200-step limit; RepeatPreviousEasy terminates after 51 steps.
-    for short, length, truncated in [("popgym-MultiarmedBanditEasy", 200, True), ("popgym-RepeatPreviousEasy", 51, False)]:
+    cases = [("popgym-MultiarmedBanditEasy", 200, True), ("popgym-RepeatPreviousEasy", 51, False)]
+    for short, length, truncated in cases:
         venv = make_vec_env(short, n_envs=1, seed=0)
         venv.reset()
         for step in range(1, length + 1):

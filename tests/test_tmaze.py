@@ -188,3 +188,18 @@ def test_million_step_corridor_is_fast() -> None:
     assert all(i["episode"]["l"] == length + 1 for i in infos)
     # ~7 us per step on one free core; generous for a shared machine.
     assert elapsed < 60, f"1e6-step T-Maze episode took {elapsed:.1f}s"
+
+
+def test_ppo_and_recurrent_ppo_train_on_native_vec_env() -> None:
+    # Truncated and terminated episodes both occur within 64 steps of a length-3 maze.
+    import torch
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3 import PPO
+
+    torch.set_num_threads(1)
+    venv = make_vec_env("tmaze-3", n_envs=4, seed=0)
+    PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu").learn(64)
+    RecurrentPPO(
+        "MlpLstmPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu",
+        policy_kwargs={"lstm_hidden_size": 8},
+    ).learn(64)
