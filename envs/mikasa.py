@@ -113,8 +113,10 @@ def _check_assets(env_id: str) -> None:
     for asset_id in getattr(spec, "asset_download_ids", None) or []:
         if asset_id in assets.DATA_GROUPS:
             sources = assets.expand_data_group_into_individual_data_source_ids(asset_id)
-        else:
+        elif asset_id in assets.DATA_SOURCES:
             sources = [asset_id]
+        else:  # an id this ManiSkill version does not know: let gym.make report it
+            continue
         missing += [s for s in sources if not assets.is_data_source_downloaded(s)]
     if missing:
         raise FileNotFoundError(
@@ -140,46 +142,44 @@ def _install_gpu_consistent_hiding(env: Any) -> None:
     observations see them, but they are never applied to the physics, and the next sim step's fetch
     restores the true poses. On the CPU backend the same writes teleport the bodies, so e.g. in
     RememberColor the cubes are launched to z=1000 during the cue and fall forever afterwards, and the task
-    cannot be solved. Here we snapshot every non-static actor's pose (and velocity) before ``evaluate()``
-    and put it back just before the next control step, which reproduces the GPU semantics exactly:
-    observations/renders of this step see the hidden poses, the physics never does.
+    cannot be solved. Here we snapshot the PhysX state before ``evaluate()`` and restore it just before
+    the next action is applied (and before a reset), which reproduces the GPU semantics: observations
+    and renders of this step see the hidden poses, the physics never does.
 
     :param env: the unwrapped ManiSkill ``BaseEnv`` (CPU simulation)
     """
-    actors = [a for a in env.scene.actors.values() if a.px_body_type != "static"]
-    dynamic = [a for a in actors if a.px_body_type == "dynamic"]
+    physx = env.scene.px  # the CPU PhysX system; pack()/unpack() save and restore its state bit-exactly
     original_evaluate = env.evaluate
-    original_before_control_step = env._before_control_step
+    original_step_action = env._step_action
+    original_initialize_episode = env._initialize_episode
     state: dict[str, Any] = {"saved": None}
 
     def restore() -> None:
-        saved = state["saved"]
-        if saved is None:
-            return
-        poses, lin, ang = saved
-        for actor, pose in zip(actors, poses):
-            actor.pose = pose
-        for actor, v, w in zip(dynamic, lin, ang):
-            actor.set_linear_velocity(v)
-            actor.set_angular_velocity(w)
-        state["saved"] = None
+        if state["saved"] is not None:
+            physx.unpack(state["saved"])
+            state["saved"] = None
 
     def evaluate() -> dict:
-        # If evaluate() runs twice without a step in between, start again from the true poses.
+        # If evaluate() runs twice without a step in between, start again from the true state.
         restore()
-        state["saved"] = (
-            [a.pose.raw_pose.clone() for a in actors],
-            [a.linear_velocity.clone() for a in dynamic],
-            [a.angular_velocity.clone() for a in dynamic],
-        )
+        state["saved"] = physx.pack()
         return original_evaluate()
 
-    def before_control_step() -> None:
+    def step_action(action: Any) -> Any:
+        # Before the new action is set and simulated: physics continues from the true state. (Restoring
+        # pose by pose instead would not be bit-exact, and the rounding would depend on the hidden pose.)
         restore()
-        original_before_control_step()
+        return original_step_action(action)
+
+    def initialize_episode(env_idx: torch.Tensor, options: dict) -> None:
+        # A reset must start from the true poses too, not from the last step's hidden ones (objects
+        # that the task does not re-place would otherwise stay parked 1000 m up).
+        restore()
+        original_initialize_episode(env_idx, options)
 
     env.evaluate = evaluate
-    env._before_control_step = before_control_step
+    env._step_action = step_action
+    env._initialize_episode = initialize_episode
 
 
 # ----------------------------------------------------------------------------------------------------------
