@@ -40,7 +40,11 @@ def _vulkan_problem() -> str | None:
 
 
 _PROBLEM = _vulkan_problem()
-pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=f"MIKASA-Robo unavailable: {_PROBLEM}")
+pytestmark = [
+    pytest.mark.skipif(_PROBLEM is not None, reason=f"MIKASA-Robo unavailable: {_PROBLEM}"),
+    # ManiSkill 3.0.1 calls np.isnan on torch tensors (harmless under numpy 2)
+    pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning"),
+]
 
 
 
@@ -252,6 +256,19 @@ def test_sparse_reward_is_float_and_monitor_keys(tmp_path) -> None:
     venv.close()
     header = (tmp_path / "0.monitor.csv").read_text().splitlines()[1]
     assert header.split(",")[3:] == ["is_success", "success_once", "success_at_end"]
+
+
+def test_cpu_backend_several_envs_use_subprocesses() -> None:
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    with pytest.warns(UserWarning, match="SubprocVecEnv"):
+        venv = make_mikasa_vec_env("RememberColor3", 2, 0, False, {"max_episode_steps": 3}, None, "dummy")
+    assert isinstance(venv, SubprocVecEnv)
+    obs = venv.reset()
+    for _ in range(3):
+        obs, _, done, infos = venv.step(np.zeros((2, 8), dtype=np.float32))
+    assert obs.shape == (2, 37) and done.all() and all("success_at_end" in i for i in infos)
+    venv.close()
 
 
 def _memory_venv():
