@@ -272,8 +272,7 @@ class MemoryStateObserver:
                 near = torch.linalg.norm(pos[:, :2] - ball[:, :2], dim=1) < _MUG_COVER_RADIUS
                 covered |= near & (pos[:, 2] < _HIDDEN_Z)
             parts.append(_visible_position(ball, (~covered).to(torch.float32).unsqueeze(1)))
-            if hasattr(env, "goal_site") and env.goal_site not in env._hidden_objects:
-                parts.append(env.goal_site.pose.p)
+            # ShellGamePush's goal_site is a hidden object (never rendered), so it is not shown here either.
         else:  # pragma: no cover - every family is handled above
             raise KeyError(fam)
         return torch.cat([p.to(torch.float32).reshape(p.shape[0], -1) for p in parts], dim=1)
