@@ -5,7 +5,7 @@ One run writes one directory (default ``runs/<env>__<algo>__s<seed>__<timestamp>
     config.yml            resolved configuration: env, algo, seed, hyperparameters, command, package versions
     monitor/              training episodes, one ``<rank>.monitor.csv`` per env (SB3 Monitor format)
     evaluations.npz       EvalCallback's record: timesteps, results, ep_lengths (+ successes where the env reports them)
-    tb/<algo>_1/          TensorBoard events (train/*, rollout/*, eval/*)
+    tb/<algo>_0/          TensorBoard events (train/*, rollout/*, eval/*)
     checkpoints/          model_<steps>_steps.zip (+ model_vecnormalize_<steps>_steps.pkl)
     best_model.zip        the model of the best evaluation so far
     final_model.zip       the model at the end of training (+ vecnormalize.pkl when normalizing)
@@ -951,12 +951,19 @@ def evaluate_only(
     try:
         model = exp.spec.load_class().load(str(model_path), device=options.device)
         successes: list[float] = []
+        # Long corridors (tmaze-1000000) take minutes: report progress every 30 s.
+        progress = {"calls": 0, "last": time.time()}
 
         def collect_success(locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
             if locals_["done"]:
                 info = locals_["info"]
                 if "is_success" in info:
                     successes.append(float(info["is_success"]))
+            progress["calls"] += 1  # once per env per step
+            if progress["calls"] % 1000 == 0 and time.time() - progress["last"] > 30:
+                progress["last"] = time.time()
+                finished = int(np.sum(locals_["episode_counts"]))
+                print(f"  ... {progress['calls']:,} env steps, {finished}/{n_episodes} episodes done", flush=True)
 
         print(f"evaluating {model_path} on {exp.eval_env}: {n_episodes} episodes ...", flush=True)
         started = time.time()
