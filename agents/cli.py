@@ -133,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         return _user_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt:
+        # Outside training (start-up, evaluation): nothing to save.
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _main_train(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:

@@ -188,15 +188,3 @@ def get_algo(name: str) -> AlgoSpec:
         suggestions = ", ".join(closest_names(name, list(ALGOS)))
         raise UnknownAlgoError(f"unknown algo {name!r}; did you mean: {suggestions}? (valid: {', '.join(ALGOS)})")
     return spec
-
-
-def algo_name_of_model(model_class: type) -> str | None:
-    """
-    :param model_class: the class of a loaded or saved model
-    :return: the registry name whose class it is, if any
-    """
-    for spec in ALGOS.values():
-        module_name, class_name = spec.class_path.split(":")
-        if model_class.__name__ == class_name and model_class.__module__.split(".")[0] == module_name.split(".")[0]:
-            return spec.name
-    return None

@@ -48,7 +48,7 @@ from agents.hyperparams import (
     validate_hyperparams,
     validate_policy_kwargs,
 )
-from agents.registry import ALGOS, AlgoSpec, algo_name_of_model, get_algo
+from agents.registry import AlgoSpec, get_algo
 
 CONFIG_FILE = "config.yml"
 SUMMARY_FILE = "summary.json"
@@ -258,6 +258,9 @@ def build_model(exp: Experiment, env: Any, run_dir: Path, device: str, verbose: 
     algo_class = spec.load_class()
     algo_kwargs, _ = to_constructor_kwargs(exp.hyperparams)
     policy = exp.hyperparams.get("policy") or spec.policy_for(env.observation_space)
+    aliases = sorted(getattr(algo_class, "policy_aliases", {}))
+    if policy not in aliases:
+        raise HyperparamError(f"unknown policy {policy!r} for {spec.name}; valid: {', '.join(aliases)}")
     validate_policy_kwargs(exp.hyperparams.get("policy_kwargs") or {}, spec, policy)
     exp.hyperparams["policy"] = policy
     algo_kwargs.pop("policy", None)
@@ -1010,15 +1013,10 @@ def evaluate_only(
     return 0
 
 
-def algo_names() -> list[str]:
-    return list(ALGOS)
-
-
 __all__ = [
     "Experiment",
     "RunError",
     "RunOptions",
-    "algo_name_of_model",
     "evaluate_only",
     "resolve_experiment",
     "resume",
