@@ -83,7 +83,9 @@ def _compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} compare",
         description="Train every (algorithm, seed) pair in parallel processes, then write a markdown table "
-        "(mean and 95%% t-interval over seeds) and a learning-curve plot.",
+        "(mean and 95% t-interval over seeds) and a learning-curve plot. --hp items apply to every algorithm; "
+        "prefix one with '<algo>:' (ppo-elmur:policy_kwargs.segment_len=32) to apply it to that algorithm only. "
+        "Rerunning with the same --out skips finished runs and resumes interrupted ones.",
     )
     parser.add_argument("--env", required=True, help="environment (as for training)")
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), help=f"algorithms (default: {' '.join(ALGOS)})")
