@@ -854,8 +854,10 @@ def resume(run_dir: Path, options: RunOptions, timesteps: int | None = None) -> 
             {"at": _dt.datetime.now().isoformat(timespec="seconds"), "from": str(ckpt), "target_timesteps": target, "command": sys.argv}
         )
         config["hyperparams"]["n_timesteps"] = target
-        with open(run_dir / CONFIG_FILE, "w") as f:
+        tmp = run_dir / (CONFIG_FILE + ".tmp")
+        with open(tmp, "w") as f:
             yaml.safe_dump(_jsonable(config), f, sort_keys=False)
+        os.replace(tmp, run_dir / CONFIG_FILE)
         print(f"resuming {run_dir} from {ckpt.name} ({model.num_timesteps:,} -> {target:,} steps)", flush=True)
         return _run_session(exp, model, run_dir, eval_env, target, options, sessions, callbacks)
     finally:
