@@ -1,0 +1,120 @@
+"""Cost of PPOElmur against sb3-contrib's RecurrentPPO, measured side by side in one process.
+
+1. Per-step ``predict`` latency against episode time: one env plays a single episode of
+   ``--latency-steps`` steps (a T-Maze corridor that long), every call timed; the report gives
+   the median latency in windows around episode times 1e2, 1e4 and 1e5 (those within reach).
+2. Training throughput (env steps per second, rollouts plus updates) on the same POPGym vec
+   env with the same PPO settings, the algorithms interleaved round by round so that machine
+   noise hits both alike.
+
+    python benchmarks/bench_speed.py --out docs/results/speed_cpu.json
+"""
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch as th
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sb3_contrib import RecurrentPPO  # noqa: E402
+
+from elmur_sb3 import PPOElmur  # noqa: E402
+from envs import make_vec_env  # noqa: E402
+
+ELMUR_KWARGS = dict(d_model=64, n_layers=2, n_heads=4, segment_len=16, memory_slots=8, lru_blend=0.8)
+
+
+def build(algo: str, venv, device: str, lstm_hidden: int, batch_size: int, n_epochs: int, n_steps: int):
+    common = dict(n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, device=device, seed=0, verbose=0)
+    if algo == "ppo-elmur":
+        return PPOElmur("MlpElmurPolicy", venv, bptt_segments=2, policy_kwargs=ELMUR_KWARGS, **common)
+    return RecurrentPPO("MlpLstmPolicy", venv, policy_kwargs=dict(lstm_hidden_size=lstm_hidden), **common)
+
+
+def latency(algo: str, device: str, steps: int, lstm_hidden: int) -> dict[str, float]:
+    venv = make_vec_env(f"tmaze-{steps}", n_envs=1, seed=0)
+    model = build(algo, venv, device, lstm_hidden, 64, 1, 64)
+    obs = venv.reset()
+    state, start = None, np.ones(1, dtype=bool)
+    times = np.zeros(steps)
+    for t in range(steps):
+        begin = time.perf_counter()
+        action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
+        if device == "cuda":
+            th.cuda.synchronize()
+        times[t] = time.perf_counter() - begin
+        obs, _, done, _ = venv.step(np.ones(1, dtype=np.int64))  # walk the corridor
+        start = done
+    windows = {}
+    for point in (100, 10_000, 100_000):
+        if point <= steps:
+            lo = max(0, point - 200)
+            windows[f"t={point}"] = float(np.median(times[lo:point]) * 1e3)
+    return windows
+
+
+def throughput(algos: list[str], device: str, env: str, n_envs: int, n_steps: int, batch_size: int,
+               n_epochs: int, rounds: int, lstm_hidden: int) -> dict[str, float]:  # fmt: skip
+    models = {}
+    for algo in algos:
+        models[algo] = build(algo, make_vec_env(env, n_envs=n_envs, seed=0), device, lstm_hidden, batch_size, n_epochs, n_steps)
+        models[algo].learn(n_envs * n_steps)  # warm-up: first rollout and update
+    seconds = {algo: 0.0 for algo in algos}
+    per_round = n_envs * n_steps
+    for _ in range(rounds):
+        for algo, model in models.items():
+            begin = time.perf_counter()
+            model.learn(per_round, reset_num_timesteps=False)
+            seconds[algo] += time.perf_counter() - begin
+    return {algo: rounds * per_round / seconds[algo] for algo in algos}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--latency-steps", type=int, default=100_000)
+    parser.add_argument("--env", default="popgym-RepeatPrevious")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lstm-hidden", type=int, default=128, help="RecurrentPPO width (its default is 256)")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-defaults", action="store_true", help="skip the RecurrentPPO-defaults setting")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    th.set_num_threads(args.threads)
+    algos = ["ppo-elmur", "ppo-lstm"]
+    machine = f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), device {args.device}"
+    if args.device == "cuda":
+        machine += f" ({th.cuda.get_device_name()})"
+    report: dict = {"machine": machine, "command": " ".join(sys.argv), "elmur": ELMUR_KWARGS, "lstm_hidden": args.lstm_hidden}
+
+    settings = {"efficient (32 envs, n_steps 128, batch 1024, 4 epochs)": (32, 128, 1024, 4)}
+    if not args.skip_defaults:
+        settings["RecurrentPPO defaults (8 envs, n_steps 128, batch 128, 10 epochs)"] = (8, 128, 128, 10)
+    report["train_env_steps_per_s"] = {}
+    for name, (n_envs, n_steps, batch, epochs) in settings.items():
+        fps = throughput(algos, args.device, args.env, n_envs, n_steps, batch, epochs, args.rounds, args.lstm_hidden)
+        fps["ratio elmur/lstm"] = fps["ppo-elmur"] / fps["ppo-lstm"]
+        report["train_env_steps_per_s"][name] = fps
+        print(name, json.dumps(fps), flush=True)
+    if not args.skip_latency:
+        report["predict_latency_ms"] = {}
+        for algo in algos:
+            report["predict_latency_ms"][algo] = lat = latency(algo, args.device, args.latency_steps, args.lstm_hidden)
+            values = list(lat.values())
+            lat["largest/smallest"] = max(values) / min(values)
+            print(algo, "latency ms", json.dumps(lat), flush=True)
+    print(json.dumps(report, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
