@@ -338,3 +338,30 @@ def test_it_remembers_across_segments():
     assert _success_rate(model, wipe_memory_at=4) <= 0.7
     memoryless = PPO("MlpPolicy", venv, **common).learn(5120)
     assert _success_rate(memoryless) <= 0.7
+
+
+def test_truncation_bootstraps_with_the_pre_reset_state():
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class KeepInfos(BaseCallback):
+        def _on_step(self) -> bool:
+            self.infos = getattr(self, "infos", []) + [self.locals["infos"][0]]
+            return True
+
+    venv = make_vec_env("CartPole-v1", n_envs=1, seed=0, env_kwargs=dict(max_episode_steps=6))
+    model = PPOElmur("MlpElmurPolicy", venv, n_steps=18, batch_size=18, n_epochs=1, learning_rate=0.0, seed=0,
+                     gamma=0.9, policy_kwargs=dict(SMALL, memory_init_std=0.0))  # fmt: skip
+    keep = KeepInfos()
+    model.learn(18, callback=keep)
+    buffer, policy = model.rollout_buffer, model.policy
+    truncated = [t for t, info in enumerate(keep.infos) if info.get("TimeLimit.truncated")]
+    assert truncated, "CartPole should survive 6 random steps at least once in 18"
+    end = truncated[0]
+    begin = max(t for t in range(end + 1) if buffer.episode_starts[t, 0])
+    state = policy.initial_state(1)
+    with th.no_grad():
+        for t in range(begin, end + 1):
+            _, _, _, state = policy(th.as_tensor(buffer.observations[t]), state, th.tensor([t == begin]))
+        terminal_obs = th.as_tensor(keep.infos[end]["terminal_observation"][None])
+        expected = 1.0 + 0.9 * policy.predict_values(terminal_obs, state, th.tensor([False])).item()
+    assert buffer.rewards[end, 0] == pytest.approx(expected, abs=1e-5)
