@@ -170,6 +170,8 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
 
     def reset_states(self, states: ElmurStates, episode_starts: th.Tensor) -> ElmurStates:
         """Fresh episode state in the rows where ``episode_starts`` is set, the others untouched."""
+        if not bool(episode_starts.any()):
+            return states
         critic = None if self.core_critic is None else self.core_critic.reset(states.vf, episode_starts)
         return ElmurStates(self.core_actor.reset(states.pi, episode_starts), critic)
 
@@ -241,7 +243,8 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         :param deterministic: the distribution's mode instead of a sample
         :return: actions and the next state, to pass to the next call
         """
-        self.set_training_mode(False)
+        if self.training:  # switching modes walks every submodule: too slow for a per-step call
+            self.set_training_mode(False)
         obs_tensor, vectorized_env = self.obs_to_tensor(observation)
         n_envs = len(next(iter(obs_tensor.values())) if isinstance(obs_tensor, dict) else obs_tensor)
         if state is None:
