@@ -24,6 +24,30 @@ def map_obs(fn: Callable[..., np.ndarray], *observations: Observations) -> Obser
     return fn(*observations)
 
 
+def concat_memories(memories: list[Memory]) -> Memory:
+    """Stack memories of several batches into one batch."""
+    return Memory(th.cat([m.vectors for m in memories], dim=1), th.cat([m.times for m in memories]))
+
+
+def split_into_chains(episode_times: np.ndarray, segment_len: int, max_segments: int) -> list[list[tuple[int, int]]]:
+    """Group the consecutive steps of one env into segments and the segments into chains.
+
+    A segment starts wherever the episode time is a multiple of ``segment_len`` (episode starts
+    included); a chain holds up to ``max_segments`` consecutive segments of one episode.
+
+    :param episode_times: episode time of each step, in order; the first is a segment start
+    :return: chains as lists of ``(begin, end)`` index ranges
+    """
+    begins = np.flatnonzero(episode_times % segment_len == 0)
+    ends = np.append(begins[1:], len(episode_times))
+    chains: list[list[tuple[int, int]]] = []
+    for begin, end in zip(begins.tolist(), ends.tolist()):
+        if not chains or episode_times[begin] == 0 or len(chains[-1]) == max_segments:
+            chains.append([])
+        chains[-1].append((begin, end))
+    return chains
+
+
 class ElmurRolloutBufferSamples(NamedTuple):
     """One minibatch of chains. Per-step fields are flat in chain-major ``(C, K, L)`` order.
 
@@ -174,65 +198,37 @@ class ElmurRolloutBuffer(RolloutBuffer):
             memory_row[step, envs] = np.arange(row, row + len(envs))
             row += len(envs)
 
-        chains_tokens, chains_starts, chains_memory = [], [], []
+        tokens, start_times, memory_rows = [], [], []
         for env in range(n_envs):
             times = self.episode_times[:, env]
             n_prefix = int(times[0] % L)
-            sources = np.concatenate(
-                [n_rollout + env * (L - 1) + np.arange(n_prefix), np.arange(n_steps) * n_envs + env]
-            )
+            sources = np.concatenate([n_rollout + env * (L - 1) + np.arange(n_prefix), np.arange(n_steps) * n_envs + env])
             ext_times = np.concatenate([times[0] - n_prefix + np.arange(n_prefix), times])
-            # the first step after the prefix is rollout step 0, whose memory record holds the prefix's
-            ext_steps = np.concatenate([np.zeros(n_prefix, dtype=np.int64), np.arange(n_steps)])
-            seg_starts = np.flatnonzero(ext_times % L == 0)
-            seg_ends = np.append(seg_starts[1:], len(ext_times))
-            chain: list[tuple[int, int]] = []
-            for start, end in zip(seg_starts, seg_ends):
-                if chain and (ext_times[start] == 0 or len(chain) == K):
-                    self._close_chain(chain, sources, ext_times, ext_steps, env, memory_row, pad_index,
-                                      chains_tokens, chains_starts, chains_memory)  # fmt: skip
-                    chain = []
-                chain.append((start, end))
-            self._close_chain(chain, sources, ext_times, ext_steps, env, memory_row, pad_index,
-                              chains_tokens, chains_starts, chains_memory)  # fmt: skip
+            for chain in split_into_chains(ext_times, L, K):
+                chain_tokens = np.full((K, L), pad_index, dtype=np.int64)
+                for k, (begin, end) in enumerate(chain):
+                    chain_tokens[k, : end - begin] = sources[begin:end]
+                tokens.append(chain_tokens)
+                start_times.append(np.pad(ext_times[[begin for begin, _ in chain]], (0, K - len(chain))))
+                # a chain that begins in the prefix takes the memory recorded at rollout step 0
+                first_step = max(chain[0][0] - n_prefix, 0)
+                if memory_row[first_step, env] < 0:
+                    raise RuntimeError(
+                        f"no memory was recorded for env {env} at rollout step {first_step} (a segment start); "
+                        "call add_segment_memory for every segment start"
+                    )
+                memory_rows.append(memory_row[first_step, env])
 
-        tokens = np.stack(chains_tokens)
+        tokens_array = np.stack(tokens)
         self.chains = {
-            "tokens": tokens,  # (C, K, L) source indices
-            "start_times": np.stack(chains_starts),  # (C, K)
-            "memory_rows": np.asarray(chains_memory),  # (C,) rows into the concatenated memory records
-            "loss_mask": tokens < n_rollout,
+            "tokens": tokens_array,  # (C, K, L) source indices
+            "start_times": np.stack(start_times),  # (C, K)
+            "memory_rows": np.asarray(memory_rows),  # (C,) rows into the concatenated memory records
+            "loss_mask": tokens_array < n_rollout,
         }
-        self.record_memory_pi = Memory(
-            th.cat([r[2].vectors for r in self.memory_records], dim=1), th.cat([r[2].times for r in self.memory_records])
-        )
-        has_vf = self.memory_records[0][3] is not None
-        self.record_memory_vf = (
-            Memory(
-                th.cat([r[3].vectors for r in self.memory_records], dim=1),
-                th.cat([r[3].times for r in self.memory_records]),
-            )
-            if has_vf
-            else None
-        )
-
-    def _close_chain(self, chain, sources, ext_times, ext_steps, env, memory_row, pad_index, tokens, starts, memory):
-        L, K = self.segment_len, self.bptt_segments
-        chain_tokens = np.full((K, L), pad_index, dtype=np.int64)
-        chain_starts = np.zeros(K, dtype=np.int64)
-        for k, (start, end) in enumerate(chain):
-            chain_tokens[k, : end - start] = sources[start:end]
-            chain_starts[k] = ext_times[start]
-        first = chain[0][0]
-        record = memory_row[ext_steps[first], env]
-        if record < 0:
-            raise RuntimeError(
-                f"no memory was recorded for env {env} at rollout step {ext_steps[first]} (a segment start); "
-                "call add_segment_memory for every segment start"
-            )
-        tokens.append(chain_tokens)
-        starts.append(chain_starts)
-        memory.append(record)
+        self.record_memory_pi = concat_memories([record[2] for record in self.memory_records])
+        has_critic = self.memory_records[0][3] is not None
+        self.record_memory_vf = concat_memories([r[3] for r in self.memory_records]) if has_critic else None
 
     def _flat_with_prefix(self, array: np.ndarray, prefix: np.ndarray) -> np.ndarray:
         """``[rollout (step-major), prefix (env-major), one zero row]`` along the first axis."""

@@ -288,7 +288,6 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         :return: values, log-probs, entropies (flat, same order) and the read-attention entropy
             of the actor core's last layer ``(C, K, L)`` (a diagnostic)
         """
-        n_chains, n_segments = start_times.shape
         pi_features, vf_features = self._split_features(obs)
         latent_pi, read_entropy = self._run_chains(self.core_actor, pi_features, start_times, start_memory_pi)
         if self.core_critic is None:

@@ -365,3 +365,14 @@ def test_truncation_bootstraps_with_the_pre_reset_state():
         terminal_obs = th.as_tensor(keep.infos[end]["terminal_observation"][None])
         expected = 1.0 + 0.9 * policy.predict_values(terminal_obs, state, th.tensor([False])).item()
     assert buffer.rewards[end, 0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_split_into_chains():
+    from elmur_sb3.buffer import split_into_chains
+
+    # a segment that began before (times 2, 3 are its prefix), an episode of 7 steps, a new episode
+    times = np.array([2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 0, 1])
+    assert split_into_chains(times, segment_len=2, max_segments=2) == [
+        [(0, 2), (2, 4)], [(4, 6), (6, 8)], [(8, 10), (10, 12)], [(12, 13)], [(13, 15)]
+    ]
+    assert split_into_chains(times, segment_len=4, max_segments=3) == [[(0, 2), (2, 6), (6, 8)], [(8, 12), (12, 13)], [(13, 15)]]
