@@ -375,4 +375,4 @@ def test_split_into_chains():
     assert split_into_chains(times, segment_len=2, max_segments=2) == [
         [(0, 2), (2, 4)], [(4, 6), (6, 8)], [(8, 10), (10, 12)], [(12, 13)], [(13, 15)]
     ]
-    assert split_into_chains(times, segment_len=4, max_segments=3) == [[(0, 2), (2, 6), (6, 8)], [(8, 12), (12, 13)], [(13, 15)]]
+    assert split_into_chains(times[2:], segment_len=4, max_segments=3) == [[(0, 4), (4, 6)], [(6, 10), (10, 11)], [(11, 13)]]
