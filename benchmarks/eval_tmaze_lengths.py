@@ -1,0 +1,61 @@
+"""Evaluate one saved T-Maze agent on corridors far longer than its training ones.
+
+All episodes of one length run side by side in the native numpy T-Maze VecEnv (one batched
+``predict`` per step), deterministic actions; success = the right goal (``is_success``).
+
+    python benchmarks/eval_tmaze_lengths.py MODEL.zip --lengths 100 1000 10000 100000 --episodes 32 --out result.json
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch as th
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.registry import ALGOS  # noqa: E402
+from envs import make_vec_env  # noqa: E402
+
+
+def evaluate(model, length: int, episodes: int, seed: int) -> dict:
+    venv = make_vec_env(f"tmaze-{length}", n_envs=episodes, seed=seed)
+    obs = venv.reset()
+    state, starts = None, np.ones(episodes, dtype=bool)
+    finished = np.zeros(episodes, dtype=bool)
+    success = np.zeros(episodes, dtype=bool)
+    begin = time.perf_counter()
+    while not finished.all():
+        actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=True)
+        obs, _, starts, infos = venv.step(actions)
+        for i in np.flatnonzero(starts & ~finished):  # each env's first episode only
+            finished[i], success[i] = True, bool(infos[i].get("is_success", False))
+    return {"length": length, "episodes": episodes, "success_rate": float(success.mean()),
+            "seconds": round(time.perf_counter() - begin, 1)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--algo", default="ppo-elmur", choices=sorted(ALGOS))
+    parser.add_argument("--lengths", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    model = ALGOS[args.algo].load_class().load(args.model, device="cpu")
+    results = []
+    for length in args.lengths:
+        results.append(evaluate(model, length, args.episodes, args.seed))
+        print(json.dumps(results[-1]), flush=True)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"model": str(args.model), "command": " ".join(sys.argv), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
