@@ -189,13 +189,11 @@ class PPOElmur(OnPolicyAlgorithm):
                 states = self.policy.reset_states(states, starts)
                 episode_time = states.pi.episode_time
                 # The first step records every env (its segment may have begun in the last rollout).
-                envs = np.arange(env.num_envs) if n_steps == 0 else (episode_time % segment_len == 0).nonzero()[:, 0]
+                segment_start = (episode_time % segment_len == 0) | (n_steps == 0)
+                envs = segment_start.nonzero()[:, 0].cpu().numpy()
                 if len(envs):
-                    rollout_buffer.add_segment_memory(
-                        np.asarray(envs.cpu() if isinstance(envs, th.Tensor) else envs),
-                        states.pi.memory,
-                        None if states.vf is None else states.vf.memory,
-                    )
+                    critic_memory = None if states.vf is None else states.vf.memory
+                    rollout_buffer.add_segment_memory(envs, states.pi.memory, critic_memory)
                 actions, values, log_probs, next_states = self.policy(obs_tensor, states, no_starts)
             actions = actions.cpu().numpy()
             clipped_actions = actions
