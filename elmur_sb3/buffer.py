@@ -230,22 +230,25 @@ class ElmurRolloutBuffer(RolloutBuffer):
         has_critic = self.memory_records[0][3] is not None
         self.record_memory_vf = concat_memories([r[3] for r in self.memory_records]) if has_critic else None
 
-    def _flat_with_prefix(self, array: np.ndarray, prefix: np.ndarray) -> np.ndarray:
-        """``[rollout (step-major), prefix (env-major), one zero row]`` along the first axis."""
-        rollout = array.reshape(-1, *array.shape[2:])
-        prefix = prefix.reshape(-1, *prefix.shape[2:])
-        return np.concatenate([rollout, prefix, np.zeros((1, *array.shape[2:]), dtype=array.dtype)])
+    def _flat_with_prefix(self, array: np.ndarray, prefix: np.ndarray | None = None) -> np.ndarray:
+        """``[rollout (step-major), prefix (env-major), one zero row]`` along the first axis.
+
+        Fields the prefix does not have (actions, returns, ...) get zeros there: those steps carry no loss.
+        """
+        step_shape = array.shape[2:]
+        n_prefix = self.n_envs * max(self.segment_len - 1, 0)
+        prefix = np.zeros((n_prefix, *step_shape), array.dtype) if prefix is None else prefix.reshape(-1, *step_shape)
+        return np.concatenate([array.reshape(-1, *step_shape), prefix, np.zeros((1, *step_shape), dtype=array.dtype)])
 
     def get(self, batch_size: int | None = None) -> Generator[ElmurRolloutBufferSamples, None, None]:  # type: ignore[override]
         """Minibatches of whole chains, shuffled, each holding about ``batch_size`` steps of this rollout."""
         assert self.full, "the rollout buffer is not full"
         if self.chains is None:
             self._build_chains()
-            no_prefix = lambda a: np.zeros((self.n_envs, max(self.segment_len - 1, 0), *a.shape[2:]), a.dtype)
             self._flat = {
                 "observations": map_obs(self._flat_with_prefix, self.observations, self.prefix_obs),
                 **{
-                    name: self._flat_with_prefix(getattr(self, name), no_prefix(getattr(self, name)))
+                    name: self._flat_with_prefix(getattr(self, name))
                     for name in ("actions", "values", "log_probs", "advantages", "returns")
                 },
             }
