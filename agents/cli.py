@@ -5,6 +5,7 @@ Usage::
     python train.py --env popgym-RepeatPrevious --algo ppo-elmur
     python train.py --env tmaze-30 --algo ppo-lstm --seed 1 --timesteps 300000 --hp n_steps=256 policy_kwargs.lstm_hidden_size=64
     python train.py --resume runs/<run dir>
+    python train.py --env tmaze-100 --algo ppo-elmur --trained-agent runs/<tmaze-30 run>/final_model.zip --hp bptt_segments=11
     python train.py --eval-only runs/<run dir>/final_model.zip --eval-env tmaze-100000
     python train.py compare --env popgym-RepeatPrevious --algos ppo-elmur ppo-lstm ppo --seeds 3 --jobs 2
 
@@ -43,6 +44,14 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("runs"), help="parent directory of run directories (default: runs)")
     parser.add_argument("--run-name", default=None, help="run directory name (default: <env>__<algo>__s<seed>__<timestamp>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    parser.add_argument(
+        "-i",
+        "--trained-agent",
+        type=Path,
+        metavar="MODEL.zip",
+        help="start a new run from a saved model's weights (same algo and network) with this run's env and "
+        "hyperparameters: a curriculum step, e.g. train tmaze-30, then tmaze-100 from its final_model.zip",
+    )
     parser.add_argument("--eval-only", type=Path, metavar="MODEL.zip", help="evaluate a saved model, write the result as JSON and exit")
     _add_session_flags(parser)
     return parser
@@ -160,6 +169,7 @@ def _main_train(args: argparse.Namespace, parser: argparse.ArgumentParser, argv:
             "--eval-env": args.eval_env,
             "--eval-only": args.eval_only,
             "--run-name": args.run_name,
+            "--trained-agent": args.trained_agent,
         }
         given = [flag for flag, value in fixed.items() if value is not None] + (["--no-prev-action"] if args.no_prev_action else [])
         if given:
@@ -167,6 +177,8 @@ def _main_train(args: argparse.Namespace, parser: argparse.ArgumentParser, argv:
         return runner.resume(args.resume, options, timesteps=args.timesteps)
 
     if args.eval_only is not None:
+        if args.trained_agent is not None:
+            parser.error("--eval-only evaluates the model it is given; drop --trained-agent")
         return runner.evaluate_only(
             args.eval_only,
             options,
@@ -194,4 +206,4 @@ def _main_train(args: argparse.Namespace, parser: argparse.ArgumentParser, argv:
         eval_episodes=args.eval_episodes,
         prev_action=prev_action,
     )
-    return runner.train(exp, args.out, args.run_name, options, [sys.executable, PROG, *argv])
+    return runner.train(exp, args.out, args.run_name, options, [sys.executable, PROG, *argv], trained_agent=args.trained_agent)

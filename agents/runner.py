@@ -749,7 +749,60 @@ def _run_session(
     return exit_code
 
 
-def train(exp: Experiment, out: Path, run_name: str | None, options: RunOptions, argv: list[str]) -> int:
+def check_trained_agent(model_path: Path, algo: str) -> Path:
+    """
+    :param model_path: ``--trained-agent``, a model zip saved by ``algo``
+    :param algo: the algorithm of the new run
+    :return: the resolved path
+    :raises RunError: when the file is missing or was saved by another algorithm
+    """
+    path = Path(model_path).expanduser().resolve()
+    if not path.is_file():
+        raise RunError(f"--trained-agent {model_path}: no such model file (expected a .zip saved by train.py or model.save)")
+    saved_by = _algo_from_zip(path)
+    if saved_by is None:
+        raise RunError(f"--trained-agent {model_path}: not an SB3 model zip (expected a .zip saved by train.py or model.save)")
+    if saved_by != algo:
+        raise RunError(f"--trained-agent {model_path} was saved by {saved_by}, but this run trains {algo}; pass --algo {saved_by}")
+    return path
+
+
+def load_trained_agent(model: Any, model_path: Path) -> None:
+    """
+    Start ``model`` from the weights of a saved model, keeping the new run's env and
+    hyperparameters (rl-zoo3's ``--trained-agent``): a curriculum step, e.g. tmaze-30 then tmaze-100.
+    The policy weights and the optimiser's state carry over (SB3's ``set_parameters``); the
+    learning rate and everything else come from the new run's preset and ``--hp``.
+    VecNormalize statistics saved with the model replace the new run's initial ones.
+
+    :param model: the freshly built model of the new run
+    :param model_path: a zip checked by :func:`check_trained_agent`
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    try:
+        model.set_parameters(str(model_path), exact_match=True, device=model.device)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(
+            f"--trained-agent {model_path}: its network does not match this run's policy ({first}); "
+            "use the same policy_kwargs as the run that saved it"
+        ) from exc
+    saved_stats = checkpoint_vecnormalize(model_path)
+    vecnorm = model.get_vec_normalize_env()
+    if vecnorm is not None and saved_stats is not None:
+        loaded = VecNormalize.load(str(saved_stats), model.get_env())
+        vecnorm.obs_rms, vecnorm.ret_rms = loaded.obs_rms, loaded.ret_rms
+
+
+def train(
+    exp: Experiment,
+    out: Path,
+    run_name: str | None,
+    options: RunOptions,
+    argv: list[str],
+    trained_agent: Path | None = None,
+) -> int:
     """
     Train a new run.
 
@@ -758,6 +811,8 @@ def train(exp: Experiment, out: Path, run_name: str | None, options: RunOptions,
     :param run_name: run directory name, or None for :func:`default_run_name`
     :param options: device, progress bar, verbosity
     :param argv: the command line, recorded in config.yml
+    :param trained_agent: a saved model of the same algorithm and network to start from
+        (``--trained-agent``), or None for fresh weights
     :return: exit code (0 finished, 128 + signal number when interrupted)
     """
     run_dir = (out / (run_name or default_run_name(exp))).resolve()
@@ -765,13 +820,19 @@ def train(exp: Experiment, out: Path, run_name: str | None, options: RunOptions,
         raise RunError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it, or another --out/--run-name")
     spec = exp.spec
     spec.load_class()  # fail on a missing library before creating anything
+    if trained_agent is not None:
+        trained_agent = check_trained_agent(trained_agent, exp.algo)
     run_dir.mkdir(parents=True, exist_ok=True)
     train_env = make_train_env(exp, run_dir, exp.seed)
     eval_env = None
     try:
         eval_env = make_eval_env(exp, exp.seed + EVAL_SEED_OFFSET, exp.hyperparams["eval_episodes"])
         model = build_model(exp, train_env, run_dir, options.device, options.verbose)
-        write_config(run_dir, exp, {"command": argv, "device": str(model.device), "run_dir": str(run_dir)})
+        extra = {"command": argv, "device": str(model.device), "run_dir": str(run_dir)}
+        if trained_agent is not None:
+            load_trained_agent(model, trained_agent)
+            extra["trained_agent"] = str(trained_agent)
+        write_config(run_dir, exp, extra)
         callbacks = _make_callbacks(exp, model, run_dir, eval_env, options.progress_bar)
         print(f"run dir: {run_dir}\n{exp.algo} ({exp.hyperparams['policy']}) on {exp.env}, seed {exp.seed}, "
               f"{exp.hyperparams['n_timesteps']:,} steps, {exp.hyperparams['n_envs']} envs", flush=True)

@@ -11,9 +11,15 @@ Only the first observation (step 0) carries the cue: which goal, up or down,
 is the right one. Walking right ``length`` times reaches the junction; there,
 going up or down ends the episode (``terminated``) with reward 1 for the cued
 goal and 0 for the other one. The horizon is ``length + 1`` steps: an agent
-that has not chosen by then is cut off (``truncated``, reward 0). The optimal
+that has not chosen by then is cut off (``terminated``, reward 0). The optimal
 schedule is therefore right at every step ``t <= length`` and the choice at
 step ``length + 1``; every episode lasts exactly ``length + 1`` steps.
+
+The horizon is part of the task (a finite-horizon problem, as in Ni et al.'s
+code), so the cut-off is ``terminated``, not ``truncated``. With ``truncated``,
+SB3 and RecurrentPPO bootstrap from the value of the cut-off state, which pays an
+agent that waits at the junction (or stalls in the corridor) about what a guess
+would earn: "never choose" and "stop walking" become stable fixed points of PPO.
 
 Rewards (as in Ni et al. 2023 and its Memory-RL code): at each step
 ``t <= length`` a penalty ``-1 / length`` if the agent lags behind the optimal
@@ -189,7 +195,7 @@ class TMazeEnv(gym.Env):
         if chose or self._t > self.length:
             success = chose and (action == UP) == self._goal_up
             reward = 1.0 if success else 0.0
-            terminated, truncated = chose, not chose
+            terminated = True
             info["is_success"] = success
         else:
             reward = self.penalty if self._x < self._t else 0.0
@@ -311,7 +317,7 @@ class TMazeVecEnv(VecEnv):
         infos = [
             {
                 "is_success": bool(success[i]),
-                "TimeLimit.truncated": not bool(chose[i]),
+                "TimeLimit.truncated": False,
                 "terminal_observation": obs[i],
             }
             for i in range(n)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch as th
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,6 +139,43 @@ def test_tmaze_success_rate_and_long_eval_env(tmp_path: Path) -> None:
     (result_file,) = (run_dir / "eval").glob("*tmaze-1000__*.json")
     result = json.loads(result_file.read_text())
     assert result["eval_env"] == "tmaze-1000" and result["success_rate"] is not None and min(result["lengths"]) >= 1
+
+
+def test_trained_agent_starts_a_curriculum_step(tmp_path: Path) -> None:
+    """--trained-agent: a tmaze-20 run starts from a tmaze-10 model's weights; mismatches fail in one line."""
+    first = tmp_path / "first"
+    assert_clean(run("--env", "tmaze-10", "--algo", "ppo-elmur", "--out", str(first), "--no-progress-bar", *TINY))
+    model_zip = only_run_dir(first) / "final_model.zip"
+
+    # learning_rate=0: the weights the second run ends with are exactly those it started from
+    # (and seed 1 would initialise other weights, so equality means they came from the file).
+    second, wrong_net, wrong_algo = tmp_path / "second", tmp_path / "wrong_net", tmp_path / "wrong_algo"
+    procs = [
+        popen("--env", "tmaze-20", "--algo", "ppo-elmur", "--seed", "1", "--trained-agent", str(model_zip),
+              "--out", str(second), "--no-progress-bar", *TINY, "learning_rate=0", "bptt_segments=3"),
+        popen("--env", "tmaze-20", "--algo", "ppo-elmur", "--trained-agent", str(model_zip), "--out", str(wrong_net),
+              "--hp", "policy_kwargs.d_model=32"),
+        popen("--env", "tmaze-20", "--algo", "ppo-lstm", "-i", str(model_zip), "--out", str(wrong_algo)),
+    ]  # fmt: skip
+    done = [finish(proc) for proc in procs]
+    assert_clean(done[0])
+    for proc, needle in zip(done[1:], ["does not match this run's policy", "saved by ppo-elmur"]):
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+    assert not wrong_net.exists() or not any(wrong_net.rglob("*.yml"))
+    assert not wrong_algo.exists()
+
+    from elmur_sb3 import PPOElmur
+
+    run_dir = only_run_dir(second)
+    config = yaml.safe_load((run_dir / "config.yml").read_text())
+    assert config["trained_agent"] == str(model_zip.resolve()) and config["env"] == "tmaze-20"
+    assert config["hyperparams"]["bptt_segments"] == 3
+    before = PPOElmur.load(model_zip, device="cpu").policy.state_dict()
+    after = PPOElmur.load(run_dir / "final_model.zip", device="cpu").policy.state_dict()
+    assert before.keys() == after.keys()
+    for key in before:
+        assert th.equal(before[key], after[key]), key
 
 
 def test_compare_writes_table_plot_and_summaries(tmp_path: Path) -> None:
