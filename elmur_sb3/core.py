@@ -46,6 +46,10 @@ class ElmurConfig:
     :param use_lru: False replaces the whole memory every segment (the paper's ablation)
     :param memory_init_std: std of the initial slot contents (0 = deterministic zeros)
     :param max_dist: distances are clamped to ``[-max_dist, max_dist]`` in the memory bias
+    :param position_embedding: add a learned embedding of the token's position inside its
+        segment (the paper's code offers learned absolute positions as well). Without it a token
+        knows its place only through the relative self-attention bias, which a memory read
+        cannot use to pick "the step k back" once that step lies in the previous segment.
     :param dropout: dropout inside the layers; keep 0 for PPO (its ratio needs the rollout's function)
     """
 
@@ -59,6 +63,7 @@ class ElmurConfig:
     use_lru: bool = True
     memory_init_std: float = 0.0
     max_dist: int = 1024
+    position_embedding: bool = False
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -260,6 +265,9 @@ class ElmurCore(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Linear(input_dim, config.d_model)
+        self.position = nn.Embedding(config.segment_len, config.d_model) if config.position_embedding else None
+        if self.position is not None:
+            nn.init.normal_(self.position.weight, std=0.02)
         self.layers = nn.ModuleList(ElmurLayer(config) for _ in range(config.n_layers))
 
     def initial_memory(self, batch_size: int, device: th.device | str) -> Memory:
@@ -293,6 +301,11 @@ class ElmurCore(nn.Module):
             episode_time=th.where(start, 0, state.episode_time),
         )
 
+    def tokens(self, features: th.Tensor, position: th.Tensor) -> th.Tensor:
+        """Token embeddings of ``features (..., input_dim)`` at segment positions ``position``."""
+        h = self.embed(features)
+        return h if self.position is None else h + self.position(position)
+
     def update_memory(self, memory: Memory, layer_outputs: list[th.Tensor], token_times: th.Tensor) -> Memory:
         """Write a completed segment into the memory of every layer.
 
@@ -320,7 +333,7 @@ class ElmurCore(nn.Module):
         position = state.episode_time % L
         at_position = nn.functional.one_hot(position, L).bool()[:, :, None]
         memory = state.memory
-        h = self.embed(features)
+        h = self.tokens(features, position)
         keys, values, outputs = [], [], []
         for i, layer in enumerate(self.layers):
             h, k, v, weights = layer.forward_step(
@@ -355,8 +368,9 @@ class ElmurCore(nn.Module):
         :return: output tokens ``(B, T, d_model)``, the memory after the LRU write, and the
             last layer's read weights ``(B, H, T, M)``
         """
-        token_times = start_time[:, None] + th.arange(features.shape[1], device=features.device)
-        h = self.embed(features)
+        positions = th.arange(features.shape[1], device=features.device)
+        token_times = start_time[:, None] + positions
+        h = self.tokens(features, positions)
         outputs = []
         for i, layer in enumerate(self.layers):
             h, weights = layer.forward_segment(h, memory.vectors[i], memory.times, token_times)

@@ -61,6 +61,7 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
     :param use_lru: False replaces the whole memory every segment (paper's ablation)
     :param memory_init_std: std of the initial memory contents (0 = zeros)
     :param max_dist: clamp of the time distances in the memory bias
+    :param position_embedding: add a learned embedding of each token's position in its segment
     :param dropout: dropout inside the core (0 keeps rollout and update functions identical)
     :param shared_core: one core for actor and critic (default); False gives the critic its own
     """
@@ -94,6 +95,7 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         use_lru: bool = True,
         memory_init_std: float = 0.0,
         max_dist: int = 1024,
+        position_embedding: bool = False,
         dropout: float = 0.0,
         shared_core: bool = True,
     ):
@@ -109,6 +111,7 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
             use_lru=use_lru,
             memory_init_std=memory_init_std,
             max_dist=max_dist,
+            position_embedding=position_embedding,
             dropout=dropout,
         )
         self.shared_core = shared_core
@@ -150,6 +153,7 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
             use_lru=c.use_lru,
             memory_init_std=c.memory_init_std,
             max_dist=c.max_dist,
+            position_embedding=c.position_embedding,
             dropout=c.dropout,
             shared_core=self.shared_core,
         )

@@ -28,20 +28,25 @@ SMALL = dict(d_model=16, n_layers=2, n_heads=2, segment_len=4, memory_slots=3, n
 
 
 @pytest.mark.parametrize(
-    "segment_len,memory_slots,use_lru,init_std",
-    [(1, 2, True, 0.0), (3, 1, True, 0.0), (4, 3, True, 0.3), (5, 2, False, 0.0), (7, 4, True, 0.0)],
-)
-def test_step_path_equals_segment_path(segment_len, memory_slots, use_lru, init_std):
+    "segment_len,memory_slots,use_lru,init_std,position_embedding",
+    [
+        (1, 2, True, 0.0, False), (3, 1, True, 0.0, False), (4, 3, True, 0.3, False), (5, 2, False, 0.0, False),
+        (7, 4, True, 0.0, False), (4, 2, True, 0.0, True), (6, 3, True, 0.2, True),
+    ],
+)  # fmt: skip
+def test_step_path_equals_segment_path(segment_len, memory_slots, use_lru, init_std, position_embedding):
     th.manual_seed(segment_len * 10 + memory_slots)
     config = ElmurConfig(
         d_model=16, n_layers=2, n_heads=4, segment_len=segment_len, memory_slots=memory_slots,
-        use_lru=use_lru, memory_init_std=init_std, max_dist=6,
+        use_lru=use_lru, memory_init_std=init_std, max_dist=6, position_embedding=position_embedding,
     )  # fmt: skip
     core = ElmurCore(config, input_dim=5)
     # Perturb the zero-initialised biases so they matter in the comparison.
     for layer in core.layers:
         th.nn.init.normal_(layer.self_bias)
         th.nn.init.normal_(layer.memory_bias.table.weight)
+    if core.position is not None:
+        th.nn.init.normal_(core.position.weight)
     batch, length = 3, 6 * segment_len + 2
     features = th.randn(batch, length, 5)
     state = core.initial_state(batch, "cpu")
@@ -114,13 +119,17 @@ def _record_train_inputs(model: PPOElmur) -> list[tuple[float, float]]:
     return deviations
 
 
-@pytest.mark.parametrize("bptt_segments,shared_core", [(1, True), (3, True), (2, False)])
-def test_update_recomputes_rollout_exactly(bptt_segments, shared_core):
+@pytest.mark.parametrize(
+    "bptt_segments,shared_core,position_embedding", [(1, True, False), (3, True, True), (2, False, False)]
+)
+def test_update_recomputes_rollout_exactly(bptt_segments, shared_core, position_embedding):
     # CartPole's episodes end at random times; n_steps=37 with segment_len=4 makes rollouts begin mid-segment.
     venv = make_vec_env("CartPole-v1", n_envs=3, seed=1)
     model = PPOElmur(
         "MlpElmurPolicy", venv, n_steps=37, batch_size=40, n_epochs=1, learning_rate=0.0, seed=0,
-        bptt_segments=bptt_segments, policy_kwargs=dict(SMALL, shared_core=shared_core, memory_init_std=0.1),
+        bptt_segments=bptt_segments, policy_kwargs=dict(
+            SMALL, shared_core=shared_core, memory_init_std=0.1, position_embedding=position_embedding
+        ),
     )  # fmt: skip
     deviations = _record_train_inputs(model)
     model.learn(37 * 3 * 5)
