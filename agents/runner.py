@@ -481,14 +481,16 @@ def merge_monitor_files(monitor_dir: Path) -> None:
 
 
 class _Interrupted(KeyboardInterrupt):
-    """Raised from the SIGTERM handler so SIGTERM takes the same path as Ctrl-C."""
+    """Raised from the signal handler of :func:`interruptible`, so SIGTERM takes the same path as Ctrl-C."""
 
 
 @contextmanager
 def interruptible() -> Iterator[dict[str, int]]:
     """
-    Turn SIGTERM into a KeyboardInterrupt for the duration (SIGINT already is one) and record which
-    signal arrived, so the run can exit with 128 + signal number.
+    Turn SIGINT and SIGTERM into a KeyboardInterrupt for the duration and record which signal
+    arrived, so the run can exit with 128 + signal number. SIGINT is installed explicitly: a shell
+    starts background jobs (``cmd &``) with SIGINT ignored, and a run started that way, or by a
+    ``compare`` started that way, must still save its checkpoint when ``compare`` forwards Ctrl-C.
 
     :return: a dict whose ``signal`` entry is set when a signal arrived
     """
@@ -499,12 +501,12 @@ def interruptible() -> Iterator[dict[str, int]]:
         received["signal"] = signum
         raise _Interrupted()
 
-    old_term = signal.signal(signal.SIGTERM, handler) if in_main else None
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     try:
         yield received
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, old_term)
+        for s, previous in old.items():
+            signal.signal(s, previous)
 
 
 @contextmanager

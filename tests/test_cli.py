@@ -30,8 +30,13 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, TRAIN, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
-def popen(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, TRAIN, *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def popen(*args: str, ignore_sigint: bool = False) -> subprocess.Popen:
+    # ignore_sigint: start the process the way a shell starts a background job (`cmd &`).
+    preexec = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    return subprocess.Popen(
+        [sys.executable, TRAIN, *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=preexec,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -96,12 +101,12 @@ def test_train_eval_only_resume(algo: str, tmp_path: Path) -> None:
     assert len(list((run_dir / "tb").iterdir())) == 1  # the same TensorBoard run, continued
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_saves_checkpoint_and_summary(sig: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig,ignore_sigint", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_interrupt_saves_checkpoint_and_summary(sig: int, ignore_sigint: bool, tmp_path: Path) -> None:
     args = ["--env", "popgym-RepeatPrevious", "--algo", "ppo", "--out", str(tmp_path), "--no-progress-bar",
             "--timesteps", "10000000", "--n-envs", "2", "--eval-freq", "256", "--eval-episodes", "2",
             "--hp", "n_steps=64", "batch_size=64", "n_epochs=1", "n_eval_envs=2"]  # fmt: skip
-    proc = popen(*args)
+    proc = popen(*args, ignore_sigint=ignore_sigint)
     deadline = time.time() + 90
     while not list(tmp_path.glob("*/evaluations.npz")):  # training is under way
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
@@ -116,8 +121,8 @@ def test_interrupt_saves_checkpoint_and_summary(sig: int, tmp_path: Path) -> Non
     steps = summary["timesteps"]
     assert (run_dir / "checkpoints" / f"model_{steps}_steps.zip").is_file()
     assert not (run_dir / "final_model.zip").exists()
-    if sig == signal.SIGTERM:
-        return  # resuming is the same for both signals; once is enough
+    if sig == signal.SIGTERM or ignore_sigint:
+        return  # resuming is the same for every signal; once is enough
 
     resumed = run("--resume", str(run_dir), "--timesteps", str(steps + 128), "--no-progress-bar")
     assert_clean(resumed)
