@@ -191,16 +191,15 @@ class TMazeEnv(gym.Env):
         self._x = min(max(self._x + int(_MOVE[action]), 0), self.length)
         chose = at_junction and action in (UP, DOWN)
         info: dict[str, Any] = {}
-        terminated = truncated = False
-        if chose or self._t > self.length:
+        terminated = chose or self._t > self.length  # the horizon ends the task (module docstring)
+        if terminated:
             success = chose and (action == UP) == self._goal_up
             reward = 1.0 if success else 0.0
-            terminated = True
             info["is_success"] = success
         else:
             reward = self.penalty if self._x < self._t else 0.0
         obs = np.array([0.0, 0.0, float(self._x == self.length)], dtype=np.float32)
-        return obs, reward, terminated, truncated, info
+        return obs, reward, terminated, False, info
 
 
 class TMazeVecEnv(VecEnv):
