@@ -1,6 +1,6 @@
-"""Rollout buffer for PPO-ELMUR: SB3's fields plus episode times, segment-start memories and
-the carried-over prefix of a segment that began in the previous rollout; it yields training
-chains of consecutive segments of one episode."""
+"""Rollout buffer for PPO-ELMUR: SB3's fields plus episode times, segment starts (memories and
+attention caches) and the carried-over prefix of a segment that began in the previous rollout;
+it yields training chains of consecutive segments of one episode."""
 
 from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
@@ -12,6 +12,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.preprocessing import get_obs_shape
 from stable_baselines3.common.type_aliases import PyTorchObs
 
+from elmur_sb3.core import SegmentStart
 from elmur_sb3.memory import Memory
 
 Observations = np.ndarray | dict[str, np.ndarray]
@@ -24,9 +25,10 @@ def map_obs(fn: Callable[..., np.ndarray], *observations: Observations) -> Obser
     return fn(*observations)
 
 
-def concat_memories(memories: list[Memory]) -> Memory:
-    """Stack memories of several batches into one batch."""
-    return Memory(th.cat([m.vectors for m in memories], dim=1), th.cat([m.times for m in memories]))
+def concat_segment_starts(starts: list[SegmentStart]) -> SegmentStart:
+    """Stack the segment starts of several batches into one batch."""
+    memory = Memory(th.cat([s.memory.vectors for s in starts], dim=1), th.cat([s.memory.times for s in starts]))
+    return SegmentStart(memory, th.cat([s.cache for s in starts], dim=1))
 
 
 def split_into_chains(episode_times: np.ndarray, segment_len: int, max_segments: int) -> list[list[tuple[int, int]]]:
@@ -53,8 +55,8 @@ class ElmurRolloutBufferSamples(NamedTuple):
 
     :param loss_mask: True on steps of this rollout; False on the carried-over prefix and padding
     :param start_times: ``(C, K)`` episode time of each segment's first step
-    :param memory_pi: the actor core's memory at each chain's start
-    :param memory_vf: the critic core's (None when shared)
+    :param start_pi: the actor core's memory and attention cache at each chain's start
+    :param start_vf: the critic core's (None when shared)
     """
 
     observations: PyTorchObs
@@ -65,8 +67,8 @@ class ElmurRolloutBufferSamples(NamedTuple):
     returns: th.Tensor
     loss_mask: th.Tensor
     start_times: th.Tensor
-    memory_pi: Memory
-    memory_vf: Memory | None
+    start_pi: SegmentStart
+    start_vf: SegmentStart | None
 
 
 class ElmurRolloutBuffer(RolloutBuffer):
@@ -122,7 +124,7 @@ class ElmurRolloutBuffer(RolloutBuffer):
             self.prefix_obs = self.next_prefix_obs
         self.observations = self._zeros_obs((self.buffer_size, self.n_envs))
         self.episode_times = np.zeros((self.buffer_size, self.n_envs), dtype=np.int64)
-        self.memory_records: list[tuple[int, np.ndarray, Memory, Memory | None]] = []
+        self.segment_records: list[tuple[int, np.ndarray, SegmentStart, SegmentStart | None]] = []
         self.chains: dict[str, Any] | None = None
 
     def add(  # type: ignore[override]
@@ -151,16 +153,16 @@ class ElmurRolloutBuffer(RolloutBuffer):
         self.pos += 1
         self.full = self.pos == self.buffer_size
 
-    def add_segment_memory(self, envs: np.ndarray, memory_pi: Memory, memory_vf: Memory | None) -> None:
-        """Record the memory of ``envs`` at the start of the segment that the next ``add`` step belongs to.
+    def add_segment_start(self, envs: np.ndarray, start_pi: SegmentStart, start_vf: SegmentStart | None) -> None:
+        """Record the memory and cache of ``envs`` at the start of the segment that the next ``add`` step belongs to.
 
         Call it before ``add`` for every env at the first step of the rollout (covering
         segments that began in the previous rollout) and afterwards for every env whose step
-        starts a segment; the memories are the rows ``envs`` of the given ones.
+        starts a segment; the records are the rows ``envs`` of the given ones.
         """
-        rows = th.as_tensor(envs, device=memory_pi.times.device)
-        vf = None if memory_vf is None else memory_vf.index(rows)
-        self.memory_records.append((self.pos, np.asarray(envs), memory_pi.index(rows), vf))
+        rows = th.as_tensor(envs, device=start_pi.memory.times.device)
+        vf = None if start_vf is None else start_vf.index(rows)
+        self.segment_records.append((self.pos, np.asarray(envs), start_pi.index(rows), vf))
 
     def carry_over(self, next_episode_time: np.ndarray, next_episode_start: np.ndarray) -> None:
         """Keep the observations of each env's unfinished segment for the next rollout's update.
@@ -194,7 +196,7 @@ class ElmurRolloutBuffer(RolloutBuffer):
         pad_index = n_rollout + n_envs * max(L - 1, 0)
         memory_row = np.full((n_steps, n_envs), -1, dtype=np.int64)
         row = 0
-        for step, envs, _, _ in self.memory_records:
+        for step, envs, _, _ in self.segment_records:
             memory_row[step, envs] = np.arange(row, row + len(envs))
             row += len(envs)
 
@@ -214,8 +216,8 @@ class ElmurRolloutBuffer(RolloutBuffer):
                 first_step = max(chain[0][0] - n_prefix, 0)
                 if memory_row[first_step, env] < 0:
                     raise RuntimeError(
-                        f"no memory was recorded for env {env} at rollout step {first_step} (a segment start); "
-                        "call add_segment_memory for every segment start"
+                        f"no segment start was recorded for env {env} at rollout step {first_step}; "
+                        "call add_segment_start for every segment start"
                     )
                 memory_rows.append(memory_row[first_step, env])
 
@@ -223,12 +225,12 @@ class ElmurRolloutBuffer(RolloutBuffer):
         self.chains = {
             "tokens": tokens_array,  # (C, K, L) source indices
             "start_times": np.stack(start_times),  # (C, K)
-            "memory_rows": np.asarray(memory_rows),  # (C,) rows into the concatenated memory records
+            "memory_rows": np.asarray(memory_rows),  # (C,) rows into the concatenated segment records
             "loss_mask": tokens_array < n_rollout,
         }
-        self.record_memory_pi = concat_memories([record[2] for record in self.memory_records])
-        has_critic = self.memory_records[0][3] is not None
-        self.record_memory_vf = concat_memories([r[3] for r in self.memory_records]) if has_critic else None
+        self.record_start_pi = concat_segment_starts([record[2] for record in self.segment_records])
+        has_critic = self.segment_records[0][3] is not None
+        self.record_start_vf = concat_segment_starts([r[3] for r in self.segment_records]) if has_critic else None
 
     def _flat_with_prefix(self, array: np.ndarray, prefix: np.ndarray | None = None) -> np.ndarray:
         """``[rollout (step-major), prefix (env-major), one zero row]`` along the first axis.
@@ -258,8 +260,9 @@ class ElmurRolloutBuffer(RolloutBuffer):
         for chain_ids in np.array_split(np.random.permutation(n_chains), n_batches):
             yield self._get_samples(chain_ids)
 
-    def _memory_rows(self, memory: Memory, rows: th.Tensor) -> Memory:
-        return Memory(*(x.to(self.device) for x in memory.index(rows)))
+    def _start_rows(self, start: SegmentStart, rows: th.Tensor) -> SegmentStart:
+        start = start.index(rows)
+        return SegmentStart(Memory(*(x.to(self.device) for x in start.memory)), start.cache.to(self.device))
 
     def _get_samples(self, chain_ids: np.ndarray, env: Any = None) -> ElmurRolloutBufferSamples:  # type: ignore[override]
         tokens = self.chains["tokens"][chain_ids].reshape(-1)
@@ -267,7 +270,7 @@ class ElmurRolloutBuffer(RolloutBuffer):
         observations = map_obs(lambda a: self.to_torch(a[tokens]), flat["observations"])
         if isinstance(observations, th.Tensor) and observations.dtype == th.float64:
             observations = observations.float()
-        rows = th.as_tensor(self.chains["memory_rows"][chain_ids], device=self.record_memory_pi.times.device)
+        rows = th.as_tensor(self.chains["memory_rows"][chain_ids], device=self.record_start_pi.memory.times.device)
         return ElmurRolloutBufferSamples(
             observations=observations,
             actions=self.to_torch(flat["actions"][tokens].astype(np.float32)),
@@ -277,6 +280,6 @@ class ElmurRolloutBuffer(RolloutBuffer):
             returns=self.to_torch(flat["returns"][tokens]),
             loss_mask=self.to_torch(self.chains["loss_mask"][chain_ids].reshape(-1)).bool(),
             start_times=th.as_tensor(self.chains["start_times"][chain_ids], device=self.device),
-            memory_pi=self._memory_rows(self.record_memory_pi, rows),
-            memory_vf=None if self.record_memory_vf is None else self._memory_rows(self.record_memory_vf, rows),
+            start_pi=self._start_rows(self.record_start_pi, rows),
+            start_vf=None if self.record_start_vf is None else self._start_rows(self.record_start_vf, rows),
         )

@@ -10,7 +10,10 @@ counted from the episode start. Inside a segment a layer does
                   u = Norm(u + FFN_mem(u))
 
 and once the segment's last step is processed the LRU rule (``memory.write_memory``) puts
-``u`` into one slot. ``t`` are the tokens' episode times, ``p`` the slots' timestamps and
+``u`` into one slot. With ``cache_len = C > 0`` (this project's extension, as in Transformer-XL
+and the authors' RATE) the self-attention also sees the last ``C`` tokens before the segment start
+(same episode only): the cache carries the short range across segment starts, the memory the
+long range. ``C = 0`` is the paper's model. ``t`` are the tokens' episode times, ``p`` the slots' timestamps and
 ``B`` a learned per-head bias over the clamped distance, so that any distance beyond
 ``max_dist`` reads as "long ago": that is what lets a model trained on short episodes act
 on far longer ones. Reads inside a segment see the memory as it was at the segment start.
@@ -18,29 +21,32 @@ on far longer ones. Reads inside a segment see the memory as it was at the segme
 Two execution paths compute the same function:
 
 - ``ElmurCore.step``: one token per batch row, self-attention keys/values cached for the
-  current segment; cost per step O(segment_len + memory_slots), whatever the episode time.
+  current segment and its cache; cost per step O(segment_len + cache_len + memory_slots),
+  whatever the episode time.
 - ``ElmurCore.forward_segment``: a whole segment per batch row at once, with a causal mask.
 """
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch as th
 from torch import nn
-from torch.nn import functional as F
 
 from elmur_sb3.memory import Memory, initial_memory, write_memory
 
 
 @dataclass
 class ElmurConfig:
-    """Architecture of an ELMUR core.
+    """Architecture of an ELMUR core: the single list of its options.
 
     :param d_model: token and memory width
     :param n_layers: number of layers, each with its own memory
     :param n_heads: attention heads (must divide ``d_model``)
     :param d_ff: hidden width of the feed-forward blocks (default ``4 * d_model``)
     :param segment_len: steps per segment (the attention window ``L``)
+    :param cache_len: tokens before the segment start that self-attention also sees (same episode
+        only); 0 is the paper's model, where attention stops at the segment start
     :param memory_slots: slots per layer memory (``M``)
     :param lru_blend: weight of the new content when an occupied slot is updated, in (0, 1]
     :param use_lru: False replaces the whole memory every segment (the paper's ablation)
@@ -58,6 +64,7 @@ class ElmurConfig:
     n_heads: int = 4
     d_ff: int | None = None
     segment_len: int = 16
+    cache_len: int = 0
     memory_slots: int = 8
     lru_blend: float = 0.8
     use_lru: bool = True
@@ -75,6 +82,10 @@ class ElmurConfig:
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         need(
+            isinstance(self.cache_len, int) and self.cache_len >= 0,
+            f"cache_len must be an integer >= 0 (0 = no attention cache), got {self.cache_len!r}",
+        )
+        need(
             self.d_model % self.n_heads == 0,
             f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
             f"try n_heads in {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0][:8]}",
@@ -87,29 +98,59 @@ class ElmurConfig:
         need(isinstance(self.d_ff, int) and self.d_ff >= 1, f"d_ff must be an integer >= 1, got {self.d_ff!r}")
 
 
+class SegmentStart(NamedTuple):
+    """What a segment needs from before its start, for a batch of episodes.
+
+    :param memory: every layer's memory at the segment start
+    :param cache: every layer's input tokens of the ``cache_len`` steps before the segment start,
+        ``(n_layers, B, cache_len, d_model)``, oldest first; those before the episode start are
+        stale and masked by their episode time
+    """
+
+    memory: Memory
+    cache: th.Tensor
+
+    def index(self, rows: th.Tensor | slice) -> "SegmentStart":
+        """The segment start of some batch rows."""
+        return SegmentStart(self.memory.index(rows), self.cache[:, rows])
+
+
 @dataclass
 class ElmurCoreState:
-    """Recurrent state of a core for a batch of episodes (the step path's cache).
+    """Recurrent state of a core for a batch of episodes (the step path's caches).
 
-    :param memory: memory of every layer at the current segment's start
+    :param start: memory and attention cache at the current segment's start
+    :param cache_keys: self-attention keys of ``start.cache``, ``(n_layers, B, H, cache_len, d_head)``
+    :param cache_values: their values, same shape
     :param keys: self-attention keys of the current segment's tokens, ``(n_layers, B, H, L, d_head)``
     :param values: self-attention values, same shape
+    :param inputs: each layer's input tokens of the current segment, ``(n_layers, B, L, d_model)``
+        (the next segment's cache is made of them)
     :param outputs: each layer's output tokens of the current segment, ``(n_layers, B, L, d_model)``
         (the memory write at the segment's end reads them)
     :param episode_time: episode time of the next token, ``(B,)``; its position in the segment
         is ``episode_time % segment_len``
     """
 
-    memory: Memory
+    start: SegmentStart
+    cache_keys: th.Tensor
+    cache_values: th.Tensor
     keys: th.Tensor
     values: th.Tensor
+    inputs: th.Tensor
     outputs: th.Tensor
     episode_time: th.Tensor
+
+    @property
+    def memory(self) -> Memory:
+        return self.start.memory
 
     def index(self, rows: th.Tensor | slice) -> "ElmurCoreState":
         """The state of some batch rows."""
         return ElmurCoreState(
-            self.memory.index(rows), self.keys[:, rows], self.values[:, rows], self.outputs[:, rows], self.episode_time[rows]
+            self.start.index(rows),
+            *(x[:, rows] for x in (self.cache_keys, self.cache_values, self.keys, self.values, self.inputs, self.outputs)),
+            self.episode_time[rows],
         )
 
 
@@ -181,10 +222,11 @@ class ElmurLayer(nn.Module):
     def __init__(self, config: ElmurConfig):
         super().__init__()
         d, h, p = config.d_model, config.n_heads, config.dropout
-        self.segment_len = config.segment_len
+        self.segment_len, self.cache_len = config.segment_len, config.cache_len
         self.self_attn = MultiHeadAttention(d, h, p)
-        # Learned bias per head over the distance i - j between two tokens of one segment.
-        self.self_bias = nn.Parameter(th.zeros(h, config.segment_len))
+        # Learned bias per head over the distance i - j between a token and an earlier one, which
+        # lies in its segment or in the cache before it.
+        self.self_bias = nn.Parameter(th.zeros(h, config.segment_len + config.cache_len))
         self.read = MultiHeadAttention(d, h, p)
         self.write = MultiHeadAttention(d, h, p)
         self.memory_bias = DistanceBias(h, config.max_dist)
@@ -193,11 +235,24 @@ class ElmurLayer(nn.Module):
         self.norm_self, self.norm_read, self.norm_ffn = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.norm_write, self.norm_memory_ffn = nn.LayerNorm(d), nn.LayerNorm(d)
 
-    def self_attention_bias(self, query_pos: th.Tensor, key_pos: th.Tensor) -> th.Tensor:
-        """Causal relative bias; positions ``(..., Tq)`` and ``(..., Tk)`` -> ``(..., H, Tq, Tk)``."""
+    def self_attention_bias(self, query_pos: th.Tensor, key_pos: th.Tensor, key_valid: th.Tensor) -> th.Tensor:
+        """Causal relative bias over segment positions (the cache at ``-cache_len .. -1``).
+
+        :param query_pos: ``(..., Tq)``
+        :param key_pos: ``(..., Tk)``
+        :param key_valid: ``(B, Tk)``, False for cached tokens from before the episode start
+        :return: ``(B, H, Tq, Tk)``
+        """
         distance = query_pos[..., :, None] - key_pos[..., None, :]
         bias = self.self_bias[:, distance.clamp(min=0)].movedim(0, -3)
-        return bias.masked_fill((distance < 0).unsqueeze(-3), float("-inf"))
+        return bias.masked_fill((distance < 0).unsqueeze(-3), float("-inf")).masked_fill(
+            ~key_valid[:, None, None, :], float("-inf")
+        )
+
+    def cache_valid(self, segment_start_time: th.Tensor) -> th.Tensor:
+        """``(B,)`` -> ``(B, cache_len)``: which cached tokens belong to the current episode."""
+        offsets = th.arange(-self.cache_len, 0, device=segment_start_time.device)
+        return segment_start_time[:, None] + offsets >= 0
 
     def read_memory_and_ffn(
         self, h: th.Tensor, memory: th.Tensor, memory_times: th.Tensor, token_times: th.Tensor
@@ -218,13 +273,18 @@ class ElmurLayer(nn.Module):
         return self.norm_memory_ffn(u + self.memory_ffn(u))
 
     def forward_segment(
-        self, h: th.Tensor, memory: th.Tensor, memory_times: th.Tensor, token_times: th.Tensor
+        self, h: th.Tensor, cache: th.Tensor, memory: th.Tensor, memory_times: th.Tensor, token_times: th.Tensor
     ) -> tuple[th.Tensor, th.Tensor]:
-        """Token track over whole segments ``h (B, L, d)`` starting at position 0."""
+        """Token track over whole segments ``h (B, T, d)`` starting at position 0.
+
+        :param cache: the layer's input tokens of the ``cache_len`` steps before the segments, ``(B, C, d)``
+        """
         positions = th.arange(h.shape[1], device=h.device)
-        attended, _ = attend(
-            self.self_attn.queries(h), *self.self_attn.keys_values(h), self.self_attention_bias(positions, positions)
-        )
+        key_positions = th.arange(-self.cache_len, h.shape[1], device=h.device)
+        key_valid = th.cat([self.cache_valid(token_times[:, 0]), th.ones_like(token_times, dtype=th.bool)], dim=1)
+        keys, values = self.self_attn.keys_values(th.cat([cache, h], dim=1))
+        bias = self.self_attention_bias(positions, key_positions, key_valid)
+        attended, _ = attend(self.self_attn.queries(h), keys, values, bias)
         h = self.norm_self(h + self.self_attn.merge(attended))
         return self.read_memory_and_ffn(h, memory, memory_times, token_times)
 
@@ -234,21 +294,26 @@ class ElmurLayer(nn.Module):
         memory: th.Tensor,
         memory_times: th.Tensor,
         token_time: th.Tensor,
+        cache_keys: th.Tensor,
+        cache_values: th.Tensor,
         keys: th.Tensor,
         values: th.Tensor,
         position: th.Tensor,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """Token track for one token per row ``x (B, d)`` at segment position ``position (B,)``.
 
-        :return: output token ``(B, d)``, updated key and value caches, read-attention weights
+        :return: output token ``(B, d)``, updated key and value caches of the segment, read-attention weights
         """
         at_position = nn.functional.one_hot(position, self.segment_len).bool()  # (B, L)
         new_key, new_value = self.self_attn.keys_values(x[:, None])  # (B, H, 1, d_head)
         keys = th.where(at_position[:, None, :, None], new_key, keys)
         values = th.where(at_position[:, None, :, None], new_value, values)
-        cache_positions = th.arange(self.segment_len, device=x.device)
-        bias = self.self_attention_bias(position[:, None], cache_positions.expand(len(position), -1))
-        attended, _ = attend(self.self_attn.queries(x[:, None]), keys, values, bias)
+        key_positions = th.arange(-self.cache_len, self.segment_len, device=x.device)
+        key_valid = th.cat([self.cache_valid(token_time - position), th.ones_like(at_position)], dim=1)
+        bias = self.self_attention_bias(position[:, None], key_positions.expand(len(position), -1), key_valid)
+        attended, _ = attend(
+            self.self_attn.queries(x[:, None]), th.cat([cache_keys, keys], -2), th.cat([cache_values, values], -2), bias
+        )
         h = self.norm_self(x[:, None] + self.self_attn.merge(attended))
         h, weights = self.read_memory_and_ffn(h, memory, memory_times, token_time[:, None])
         return h[:, 0], keys, values, weights
@@ -270,34 +335,49 @@ class ElmurCore(nn.Module):
             nn.init.normal_(self.position.weight, std=0.02)
         self.layers = nn.ModuleList(ElmurLayer(config) for _ in range(config.n_layers))
 
-    def initial_memory(self, batch_size: int, device: th.device | str) -> Memory:
+    def initial_segment_start(self, batch_size: int, device: th.device | str) -> SegmentStart:
+        """Fresh episodes: every memory slot empty (the cache is masked by episode time)."""
         c = self.config
-        return initial_memory(c.n_layers, batch_size, c.memory_slots, c.d_model, c.memory_init_std, device)
+        memory = initial_memory(c.n_layers, batch_size, c.memory_slots, c.d_model, c.memory_init_std, device)
+        return SegmentStart(memory, th.zeros((c.n_layers, batch_size, c.cache_len, c.d_model), device=device))
 
     def initial_state(self, batch_size: int, device: th.device | str) -> ElmurCoreState:
         """Fresh episodes: empty memory, episode time 0 (the caches are masked until written)."""
         c = self.config
-        cache_shape = (c.n_layers, batch_size, c.n_heads, c.segment_len, c.d_model // c.n_heads)
+        d_head = c.d_model // c.n_heads
+        zeros = lambda *shape: th.zeros((c.n_layers, batch_size, *shape), device=device)  # noqa: E731
         return ElmurCoreState(
-            memory=self.initial_memory(batch_size, device),
-            keys=th.zeros(cache_shape, device=device),
-            values=th.zeros(cache_shape, device=device),
-            outputs=th.zeros((c.n_layers, batch_size, c.segment_len, c.d_model), device=device),
+            start=self.initial_segment_start(batch_size, device),
+            cache_keys=zeros(c.n_heads, c.cache_len, d_head),
+            cache_values=zeros(c.n_heads, c.cache_len, d_head),
+            keys=zeros(c.n_heads, c.segment_len, d_head),
+            values=zeros(c.n_heads, c.segment_len, d_head),
+            inputs=zeros(c.segment_len, c.d_model),
+            outputs=zeros(c.segment_len, c.d_model),
             episode_time=th.zeros(batch_size, dtype=th.long, device=device),
         )
 
     def reset(self, state: ElmurCoreState, episode_start: th.Tensor) -> ElmurCoreState:
-        """Rows where ``episode_start`` is set get a fresh episode's state; other rows are untouched."""
+        """Rows where ``episode_start`` is set get a fresh episode's state; other rows are untouched.
+
+        Only the memory and the episode time change: every cached token is then masked, its
+        episode time being negative or its segment position ahead of the current one.
+        """
         start = episode_start.bool()
-        fresh = self.initial_memory(len(start), state.episode_time.device)
+        fresh = self.initial_segment_start(len(start), state.episode_time.device).memory
+        memory = state.start.memory
+        memory = Memory(
+            th.where(start[None, :, None, None], fresh.vectors, memory.vectors),
+            th.where(start[:, None], fresh.times, memory.times),
+        )
         return ElmurCoreState(
-            memory=Memory(
-                th.where(start[None, :, None, None], fresh.vectors, state.memory.vectors),
-                th.where(start[:, None], fresh.times, state.memory.times),
-            ),
-            keys=state.keys,
-            values=state.values,
-            outputs=state.outputs,
+            SegmentStart(memory, state.start.cache),
+            state.cache_keys,
+            state.cache_values,
+            state.keys,
+            state.values,
+            state.inputs,
+            state.outputs,
             episode_time=th.where(start, 0, state.episode_time),
         )
 
@@ -306,12 +386,16 @@ class ElmurCore(nn.Module):
         h = self.embed(features)
         return h if self.position is None else h + self.position(position)
 
-    def update_memory(self, memory: Memory, layer_outputs: list[th.Tensor], token_times: th.Tensor) -> Memory:
-        """Write a completed segment into the memory of every layer.
+    def next_segment_start(
+        self, start: SegmentStart, layer_inputs: list[th.Tensor], layer_outputs: list[th.Tensor], token_times: th.Tensor
+    ) -> SegmentStart:
+        """Memory and cache after a completed segment.
 
+        :param layer_inputs: each layer's input tokens of the segment, ``(B, L, d)``
         :param layer_outputs: each layer's output tokens of the segment, ``(B, L, d)``
         :param token_times: their episode times ``(B, L)``
         """
+        memory = start.memory
         candidates = th.stack(
             [
                 layer.memory_candidates(memory.vectors[i], memory.times, layer_outputs[i], token_times)
@@ -321,7 +405,10 @@ class ElmurCore(nn.Module):
         vectors, times = write_memory(
             memory.vectors, memory.times, candidates, token_times[:, -1], self.config.lru_blend, self.config.use_lru
         )
-        return Memory(vectors, times)
+        cache_len = self.config.cache_len
+        cache = th.cat([start.cache, th.stack(layer_inputs)], dim=2)
+        cache = cache[:, :, cache.shape[2] - cache_len :]
+        return SegmentStart(Memory(vectors, times), cache)
 
     def step(self, features: th.Tensor, state: ElmurCoreState) -> tuple[th.Tensor, ElmurCoreState, th.Tensor]:
         """The step path: one token per row.
@@ -332,47 +419,62 @@ class ElmurCore(nn.Module):
         L = self.config.segment_len
         position = state.episode_time % L
         at_position = nn.functional.one_hot(position, L).bool()[:, :, None]
-        memory = state.memory
+        memory = state.start.memory
         h = self.tokens(features, position)
-        keys, values, outputs = [], [], []
+        keys, values, inputs, outputs = [], [], [], []
         for i, layer in enumerate(self.layers):
+            inputs.append(th.where(at_position, h[:, None], state.inputs[i]))
             h, k, v, weights = layer.forward_step(
-                h, memory.vectors[i], memory.times, state.episode_time, state.keys[i], state.values[i], position
-            )
+                h, memory.vectors[i], memory.times, state.episode_time,
+                state.cache_keys[i], state.cache_values[i], state.keys[i], state.values[i], position,
+            )  # fmt: skip
             keys.append(k)
             values.append(v)
             outputs.append(th.where(at_position, h[:, None], state.outputs[i]))
 
+        start, cache_keys, cache_values = state.start, state.cache_keys, state.cache_values
         segment_done = position == L - 1
         if bool(segment_done.any()):
             token_times = state.episode_time[:, None] - (L - 1) + th.arange(L, device=h.device)
-            written = self.update_memory(memory, outputs, token_times)
-            memory = Memory(
-                th.where(segment_done[None, :, None, None], written.vectors, memory.vectors),
-                th.where(segment_done[:, None], written.times, memory.times),
+            written = self.next_segment_start(start, inputs, outputs, token_times)
+            done = segment_done[None, :, None, None]
+            start = SegmentStart(
+                Memory(th.where(done, written.memory.vectors, memory.vectors), th.where(segment_done[:, None], written.memory.times, memory.times)),
+                th.where(done, written.cache, start.cache),
             )
-        next_state = ElmurCoreState(memory, th.stack(keys), th.stack(values), th.stack(outputs), state.episode_time + 1)
+            if self.config.cache_len:
+                # The next segment's cached keys and values, projected once per segment.
+                new_keys, new_values = zip(*(layer.self_attn.keys_values(start.cache[i]) for i, layer in enumerate(self.layers)))
+                done = segment_done[None, :, None, None, None]
+                cache_keys = th.where(done, th.stack(new_keys), cache_keys)
+                cache_values = th.where(done, th.stack(new_values), cache_values)
+        next_state = ElmurCoreState(
+            start, cache_keys, cache_values, th.stack(keys), th.stack(values), th.stack(inputs), th.stack(outputs),
+            state.episode_time + 1,
+        )  # fmt: skip
         return h, next_state, weights
 
     def forward_segment(
-        self, features: th.Tensor, memory: Memory, start_time: th.Tensor
-    ) -> tuple[th.Tensor, Memory, th.Tensor]:
+        self, features: th.Tensor, start: SegmentStart, start_time: th.Tensor
+    ) -> tuple[th.Tensor, SegmentStart, th.Tensor]:
         """The segment path: whole segments, each starting at position 0 of its segment.
 
         Rows may be shorter than ``segment_len`` at the end (padding there cannot reach
-        earlier tokens through the causal mask); the memory they return is then meaningless.
+        earlier tokens through the causal mask); the segment start they return is then meaningless.
 
         :param features: ``(B, T, input_dim)`` with ``T <= segment_len``
-        :param memory: the memory at the segments' start
+        :param start: memory and cache at the segments' start
         :param start_time: episode time of each segment's first step ``(B,)``
-        :return: output tokens ``(B, T, d_model)``, the memory after the LRU write, and the
-            last layer's read weights ``(B, H, T, M)``
+        :return: output tokens ``(B, T, d_model)``, the next segment's start (memory after the LRU
+            write, cache), and the last layer's read weights ``(B, H, T, M)``
         """
         positions = th.arange(features.shape[1], device=features.device)
         token_times = start_time[:, None] + positions
+        memory = start.memory
         h = self.tokens(features, positions)
-        outputs = []
+        inputs, outputs = [], []
         for i, layer in enumerate(self.layers):
-            h, weights = layer.forward_segment(h, memory.vectors[i], memory.times, token_times)
+            inputs.append(h)
+            h, weights = layer.forward_segment(h, start.cache[i], memory.vectors[i], memory.times, token_times)
             outputs.append(h)
-        return h, self.update_memory(memory, outputs, token_times), weights
+        return h, self.next_segment_start(start, inputs, outputs, token_times), weights

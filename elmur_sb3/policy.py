@@ -1,5 +1,7 @@
 """Actor-critic policies whose recurrent part is an ELMUR core (layer memories in place of LSTM states)."""
 
+import dataclasses
+import inspect
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,8 +19,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from elmur_sb3.core import ElmurConfig, ElmurCore, ElmurCoreState
-from elmur_sb3.memory import Memory
+from elmur_sb3.core import ElmurConfig, ElmurCore, ElmurCoreState, SegmentStart
 
 
 class ElmurStates(NamedTuple):
@@ -48,22 +49,15 @@ def _check_observation_space(observation_space: spaces.Space) -> None:
 class ElmurActorCriticPolicy(ActorCriticPolicy):
     """Actor-critic policy with an ELMUR core between the features extractor and the MLP heads.
 
-    Arguments not listed are those of SB3's ``ActorCriticPolicy``. The ELMUR arguments are
-    those of :class:`elmur_sb3.core.ElmurConfig`:
+    Arguments not listed are those of SB3's ``ActorCriticPolicy``. The ELMUR arguments are the
+    fields of :class:`elmur_sb3.core.ElmurConfig` (``d_model``, ``n_layers``, ``n_heads``, ``d_ff``,
+    ``segment_len``, ``cache_len``, ``memory_slots``, ``lru_blend``, ``use_lru``, ``memory_init_std``,
+    ``max_dist``, ``position_embedding``, ``dropout``), passed as keywords; that dataclass documents them.
 
-    :param d_model: token and memory width
-    :param n_layers: number of ELMUR layers
-    :param n_heads: attention heads
-    :param d_ff: feed-forward width (default ``4 * d_model``)
-    :param segment_len: steps per segment (attention window)
-    :param memory_slots: memory slots per layer
-    :param lru_blend: weight of new content when an occupied slot is updated, in (0, 1]
-    :param use_lru: False replaces the whole memory every segment (paper's ablation)
-    :param memory_init_std: std of the initial memory contents (0 = zeros)
-    :param max_dist: clamp of the time distances in the memory bias
-    :param position_embedding: add a learned embedding of each token's position in its segment
-    :param dropout: dropout inside the core (0 keeps rollout and update functions identical)
-    :param shared_core: one core for actor and critic (default); False gives the critic its own
+    :param shared_core: one core for actor and critic; False (the default, like RecurrentPPO's
+        separate critic LSTM) gives the critic its own core
+    :param detach_critic: with a shared core, the value head reads the core's output detached, so
+        the value loss does not train the core (RecurrentPPO's ``shared_lstm=True`` behaviour)
     """
 
     def __init__(
@@ -85,36 +79,24 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
-        d_model: int = 64,
-        n_layers: int = 2,
-        n_heads: int = 4,
-        d_ff: int | None = None,
-        segment_len: int = 16,
-        memory_slots: int = 8,
-        lru_blend: float = 0.8,
-        use_lru: bool = True,
-        memory_init_std: float = 0.0,
-        max_dist: int = 1024,
-        position_embedding: bool = False,
-        dropout: float = 0.0,
-        shared_core: bool = True,
+        shared_core: bool = False,
+        detach_critic: bool = False,
+        **elmur_kwargs: Any,
     ):
         _check_observation_space(observation_space)
-        self.elmur_config = ElmurConfig(
-            d_model=d_model,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            d_ff=d_ff,
-            segment_len=segment_len,
-            memory_slots=memory_slots,
-            lru_blend=lru_blend,
-            use_lru=use_lru,
-            memory_init_std=memory_init_std,
-            max_dist=max_dist,
-            position_embedding=position_embedding,
-            dropout=dropout,
-        )
+        unknown = sorted(set(elmur_kwargs) - set(ELMUR_OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown ELMUR policy argument(s) {unknown}; the ELMUR options are {list(ELMUR_OPTIONS)}")
+        if shared_core and not share_features_extractor:
+            raise ValueError(
+                "share_features_extractor=False needs a separate critic core (shared_core=False): with a shared "
+                "core the critic reads the actor core's output, so its own features extractor would never train"
+            )
+        if detach_critic and not shared_core:
+            raise ValueError("detach_critic=True only applies to a shared core: set shared_core=True or drop detach_critic")
+        self.elmur_config = ElmurConfig(**elmur_kwargs)
         self.shared_core = shared_core
+        self.detach_critic = detach_critic
         super().__init__(
             observation_space,
             action_space,
@@ -141,22 +123,7 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        c = self.elmur_config
-        data.update(
-            d_model=c.d_model,
-            n_layers=c.n_layers,
-            n_heads=c.n_heads,
-            d_ff=c.d_ff,
-            segment_len=c.segment_len,
-            memory_slots=c.memory_slots,
-            lru_blend=c.lru_blend,
-            use_lru=c.use_lru,
-            memory_init_std=c.memory_init_std,
-            max_dist=c.max_dist,
-            position_embedding=c.position_embedding,
-            dropout=c.dropout,
-            shared_core=self.shared_core,
-        )
+        data.update(dataclasses.asdict(self.elmur_config), shared_core=self.shared_core, detach_critic=self.detach_critic)
         return data
 
     def _build_mlp_extractor(self) -> None:
@@ -195,10 +162,13 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         pi_features, vf_features = self._split_features(obs)
         latent_pi, pi_state, read_weights = self.core_actor.step(pi_features, states.pi)
         if self.core_critic is None:
-            latent_vf, vf_state = latent_pi, None
+            latent_vf, vf_state = self._shared_critic_latent(latent_pi), None
         else:
             latent_vf, vf_state, _ = self.core_critic.step(vf_features, states.vf)
         return latent_pi, latent_vf, ElmurStates(pi_state, vf_state), read_weights
+
+    def _shared_critic_latent(self, latent_pi: th.Tensor) -> th.Tensor:
+        return latent_pi.detach() if self.detach_critic else latent_pi
 
     def forward(
         self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor, deterministic: bool = False
@@ -214,7 +184,8 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi))
         actions = distribution.get_actions(deterministic=deterministic)
         values = self.value_net(self.mlp_extractor.forward_critic(latent_vf))
-        return actions, values, distribution.log_prob(actions), states
+        log_prob = distribution.log_prob(actions)
+        return actions.reshape((-1, *self.action_space.shape)), values, log_prob, states
 
     def get_distribution(
         self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor
@@ -276,46 +247,64 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         obs: PyTorchObs,
         actions: th.Tensor,
         start_times: th.Tensor,
-        start_memory_pi: Memory,
-        start_memory_vf: Memory | None,
+        start_pi: SegmentStart,
+        start_vf: SegmentStart | None,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, th.Tensor]:
         """Values, log-probs and entropies of chains of consecutive segments of one episode.
 
-        The memory each segment writes feeds the next segment of its chain with gradients
-        (truncated backpropagation through the memory); the chain's start memory is given.
+        The memory each segment writes, and its tokens as the next segment's attention cache, feed
+        the next segment of its chain with gradients (truncated backpropagation through time);
+        the chain's start memory and cache are given and carry no gradient.
 
         :param obs: observations flattened from ``(C, K, L)`` chain-major order
         :param actions: actions in the same order
         :param start_times: ``(C, K)`` episode time of each segment's first step
-        :param start_memory_pi: the actor core's memory at each chain's start (batch ``C``)
-        :param start_memory_vf: the critic core's, or None when the core is shared
+        :param start_pi: the actor core's memory and cache at each chain's start (batch ``C``)
+        :param start_vf: the critic core's, or None when the core is shared
         :return: values, log-probs, entropies (flat, same order) and the read-attention entropy
             of the actor core's last layer ``(C, K, L)`` (a diagnostic)
         """
         pi_features, vf_features = self._split_features(obs)
-        latent_pi, read_entropy = self._run_chains(self.core_actor, pi_features, start_times, start_memory_pi)
+        latent_pi, read_entropy = self._run_chains(self.core_actor, pi_features, start_times, start_pi)
         if self.core_critic is None:
-            latent_vf = latent_pi
+            latent_vf = self._shared_critic_latent(latent_pi)
         else:
-            latent_vf, _ = self._run_chains(self.core_critic, vf_features, start_times, start_memory_vf)
+            latent_vf, _ = self._run_chains(self.core_critic, vf_features, start_times, start_vf)
         distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi))
         values = self.value_net(self.mlp_extractor.forward_critic(latent_vf))
         return values.flatten(), distribution.log_prob(actions), distribution.entropy(), read_entropy
 
     @staticmethod
     def _run_chains(
-        core: ElmurCore, features: th.Tensor, start_times: th.Tensor, memory: Memory
+        core: ElmurCore, features: th.Tensor, start_times: th.Tensor, start: SegmentStart
     ) -> tuple[th.Tensor, th.Tensor]:
         n_chains, n_segments = start_times.shape
         features = features.reshape(n_chains, n_segments, core.config.segment_len, -1)
         latents, entropies = [], []
         for k in range(n_segments):
-            latent, memory, read_weights = core.forward_segment(features[:, k], memory, start_times[:, k])
+            latent, start, read_weights = core.forward_segment(features[:, k], start, start_times[:, k])
             latents.append(latent)
             entropy = -(read_weights * read_weights.clamp_min(1e-12).log()).sum(-1).mean(1)
             entropies.append(entropy.detach())
         return th.stack(latents, 1).flatten(0, 2), th.stack(entropies, 1)
 
+
+ELMUR_OPTIONS = {field.name: field for field in dataclasses.fields(ElmurConfig)}
+
+
+def _signature_with_elmur_options(init: Any) -> inspect.Signature:
+    """The constructor's signature with ``**elmur_kwargs`` spelled out as ElmurConfig's fields, so that
+    introspection (argument validation, IDEs) sees every option without a second list of names."""
+    signature = inspect.signature(init)
+    params = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    params += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=field.type)
+        for name, field in ELMUR_OPTIONS.items()
+    ]
+    return signature.replace(parameters=params)
+
+
+ElmurActorCriticPolicy.__init__.__signature__ = _signature_with_elmur_options(ElmurActorCriticPolicy.__init__)  # type: ignore[attr-defined]
 
 MlpElmurPolicy = ElmurActorCriticPolicy
 

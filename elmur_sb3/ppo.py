@@ -192,8 +192,7 @@ class PPOElmur(OnPolicyAlgorithm):
                 segment_start = (episode_time % segment_len == 0) | (n_steps == 0)
                 envs = segment_start.nonzero()[:, 0].cpu().numpy()
                 if len(envs):
-                    critic_memory = None if states.vf is None else states.vf.memory
-                    rollout_buffer.add_segment_memory(envs, states.pi.memory, critic_memory)
+                    rollout_buffer.add_segment_start(envs, states.pi.start, None if states.vf is None else states.vf.start)
                 actions, values, log_probs, next_states = self.policy(obs_tensor, states, no_starts)
             actions = actions.cpu().numpy()
             clipped_actions = actions
@@ -271,7 +270,7 @@ class PPOElmur(OnPolicyAlgorithm):
                     actions = actions.long().flatten()
                 mask = data.loss_mask
                 values, log_prob, entropy, read_entropy = self.policy.evaluate_chains(
-                    data.observations, actions, data.start_times, data.memory_pi, data.memory_vf
+                    data.observations, actions, data.start_times, data.start_pi, data.start_vf
                 )
                 read_entropies.append(read_entropy.flatten()[mask].mean().item())
                 advantages = data.advantages

@@ -1,5 +1,6 @@
 """The ELMUR library: the model's two paths, PPOElmur's update, SB3 citizenship, errors, memory."""
 
+import dataclasses
 import os
 
 import gymnasium as gym
@@ -15,7 +16,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from cue_env import CueRecallEnv
 from elmur_sb3 import ElmurConfig, ElmurCore, PPOElmur
-from elmur_sb3.core import ElmurCoreState
+from elmur_sb3.core import SegmentStart
 from elmur_sb3.policy import ElmurStates
 
 th.set_num_threads(1)
@@ -28,17 +29,22 @@ SMALL = dict(d_model=16, n_layers=2, n_heads=2, segment_len=4, memory_slots=3, n
 
 
 @pytest.mark.parametrize(
-    "segment_len,memory_slots,use_lru,init_std,position_embedding",
+    "segment_len,memory_slots,use_lru,init_std,position_embedding,cache_len",
     [
-        (1, 2, True, 0.0, False), (3, 1, True, 0.0, False), (4, 3, True, 0.3, False), (5, 2, False, 0.0, False),
-        (7, 4, True, 0.0, False), (4, 2, True, 0.0, True), (6, 3, True, 0.2, True),
+        (1, 2, True, 0.0, False, 0), (3, 1, True, 0.0, False, 0), (4, 3, True, 0.3, False, 0),
+        (5, 2, False, 0.0, False, 0), (7, 4, True, 0.0, False, 0), (4, 2, True, 0.0, True, 0),
+        (6, 3, True, 0.2, True, 0),
+        # the attention cache: 1, L - 1, L and 2L + 3 tokens before the segment start
+        (4, 2, True, 0.0, False, 1), (4, 2, True, 0.1, True, 3), (4, 3, True, 0.0, False, 4),
+        (3, 2, True, 0.0, False, 9), (1, 2, True, 0.0, False, 5),
     ],
 )  # fmt: skip
-def test_step_path_equals_segment_path(segment_len, memory_slots, use_lru, init_std, position_embedding):
+def test_step_path_equals_segment_path(segment_len, memory_slots, use_lru, init_std, position_embedding, cache_len):
     th.manual_seed(segment_len * 10 + memory_slots)
     config = ElmurConfig(
         d_model=16, n_layers=2, n_heads=4, segment_len=segment_len, memory_slots=memory_slots,
         use_lru=use_lru, memory_init_std=init_std, max_dist=6, position_embedding=position_embedding,
+        cache_len=cache_len,
     )  # fmt: skip
     core = ElmurCore(config, input_dim=5)
     # Perturb the zero-initialised biases so they matter in the comparison.
@@ -50,28 +56,31 @@ def test_step_path_equals_segment_path(segment_len, memory_slots, use_lru, init_
     batch, length = 3, 6 * segment_len + 2
     features = th.randn(batch, length, 5)
     state = core.initial_state(batch, "cpu")
-    start_memory = state.memory
+    first_start = state.start
     step_outputs = []
     with th.no_grad():
         for t in range(length):
             h, state, _ = core.step(features[:, t], state)
             step_outputs.append(h)
-        memory, segment_outputs = start_memory, []
+        segment_start, segment_outputs = first_start, []
         for start in range(0, length, segment_len):
-            h, memory, _ = core.forward_segment(
-                features[:, start : start + segment_len], memory, th.full((batch,), start)
+            h, segment_start, _ = core.forward_segment(
+                features[:, start : start + segment_len], segment_start, th.full((batch,), start)
             )
             segment_outputs.append(h)
     diff = (th.stack(step_outputs, 1) - th.cat(segment_outputs, 1)).abs().max().item()
     assert diff < 1e-5
-    # the memory the step path ends with is the one after the last complete segment
+    # the memory and cache the step path ends with are those after the last complete segment
     complete = (length // segment_len) * segment_len
-    memory = start_memory
+    segment_start = first_start
     with th.no_grad():
         for start in range(0, complete, segment_len):
-            _, memory, _ = core.forward_segment(features[:, start : start + segment_len], memory, th.full((batch,), start))
-    assert th.equal(memory.times, state.memory.times)
-    assert (memory.vectors - state.memory.vectors).abs().max().item() < 1e-5
+            _, segment_start, _ = core.forward_segment(
+                features[:, start : start + segment_len], segment_start, th.full((batch,), start)
+            )
+    assert th.equal(segment_start.memory.times, state.memory.times)
+    assert (segment_start.memory.vectors - state.memory.vectors).abs().max().item() < 1e-5
+    assert th.allclose(segment_start.cache, state.start.cache, atol=1e-5)
 
 
 def test_lru_rule_rewrites_empty_then_blends_oldest():
@@ -104,7 +113,7 @@ def _record_train_inputs(model: PPOElmur) -> list[tuple[float, float]]:
                 actions = actions.long().flatten()
             with th.no_grad():
                 values, log_prob, _, _ = model.policy.evaluate_chains(
-                    data.observations, actions, data.start_times, data.memory_pi, data.memory_vf
+                    data.observations, actions, data.start_times, data.start_pi, data.start_vf
                 )
             mask = data.loss_mask
             deviations.append(
@@ -322,9 +331,11 @@ def _success_rate(model, n_episodes: int = 200, wipe_memory_at: int | None = Non
         state, start, done = None, np.array([True]), False
         while not done:
             if wipe_memory_at is not None and env.t == wipe_memory_at and isinstance(model, PPOElmur):
-                pi = state.pi
-                fresh = model.policy.core_actor.initial_memory(1, model.device)
-                state = ElmurStates(ElmurCoreState(fresh, pi.keys, pi.values, pi.outputs, pi.episode_time), None)
+                fresh = model.policy.core_actor.initial_segment_start(1, model.device).memory
+                wipe = lambda core_state: dataclasses.replace(  # noqa: E731
+                    core_state, start=SegmentStart(fresh, core_state.start.cache)
+                )
+                state = ElmurStates(wipe(state.pi), None if state.vf is None else wipe(state.vf))
             action, state = model.predict(obs[None], state=state, episode_start=start, deterministic=True)
             start = np.array([False])
             obs, _, done, _, info = env.step(int(action[0]))
