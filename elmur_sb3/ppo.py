@@ -43,6 +43,8 @@ class PPOElmur(OnPolicyAlgorithm):
     :param ent_coef: entropy coefficient
     :param vf_coef: value loss coefficient
     :param max_grad_norm: gradient clipping norm
+    :param use_sde: generalized State-Dependent Exploration (gSDE) instead of action noise, for Box actions
+    :param sde_sample_freq: sample a new gSDE noise matrix every n steps (-1: only at the rollout start)
     :param target_kl: stop an update's epochs early when the approximate KL exceeds it
     :param bptt_segments: segments per training chain (``K``); gradients flow through the memory inside a chain
     :param stats_window_size: episodes averaged in the rollout logs
@@ -78,6 +80,8 @@ class PPOElmur(OnPolicyAlgorithm):
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         target_kl: float | None = None,
         bptt_segments: int = 2,
         stats_window_size: int = 100,
@@ -102,8 +106,8 @@ class PPOElmur(OnPolicyAlgorithm):
             ent_coef=ent_coef,
             vf_coef=vf_coef,
             max_grad_norm=max_grad_norm,
-            use_sde=False,
-            sde_sample_freq=-1,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -127,7 +131,9 @@ class PPOElmur(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
+        self.policy = self.policy_class(
+            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
+        )
         if not isinstance(self.policy, ElmurActorCriticPolicy):
             raise ValueError(f"PPOElmur needs an ElmurActorCriticPolicy, got {type(self.policy).__name__}")
         self.policy = self.policy.to(self.device)
@@ -175,6 +181,8 @@ class PPOElmur(OnPolicyAlgorithm):
         assert self._last_obs is not None, "No previous observation was provided"
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
         segment_len = self.policy.elmur_config.segment_len
         states = self._last_elmur_states
@@ -183,6 +191,8 @@ class PPOElmur(OnPolicyAlgorithm):
         no_starts = th.zeros(env.num_envs, dtype=th.bool, device=self.device)
         n_steps = 0
         while n_steps < n_rollout_steps:
+            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+                self.policy.reset_noise(env.num_envs)
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)
                 starts = th.as_tensor(self._last_episode_starts, device=self.device).bool()
@@ -265,6 +275,8 @@ class PPOElmur(OnPolicyAlgorithm):
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             for data in self.rollout_buffer.get(self.batch_size):
+                if self.use_sde:
+                    self.policy.reset_noise(self.batch_size)
                 actions = data.actions
                 if isinstance(self.action_space, spaces.Discrete):
                     actions = actions.long().flatten()

@@ -274,6 +274,7 @@ class _SpaceEnv(gym.Env):
         ("MlpElmurPolicy", spaces.Box(-1, 1, (3,)), spaces.MultiDiscrete([2, 3])),
         ("MlpElmurPolicy", spaces.Discrete(4), spaces.MultiBinary(3)),
         ("MlpElmurPolicy", spaces.MultiDiscrete([3, 2]), spaces.Box(-2, 2, (2,))),
+        ("MlpElmurPolicy", spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2, 2))),  # actions keep their shape
         ("MultiInputElmurPolicy", spaces.Dict(a=spaces.Box(-1, 1, (2,)), b=spaces.Discrete(3)), spaces.Discrete(2)),
         ("CnnElmurPolicy", spaces.Box(0, 255, (36, 36, 1), np.uint8), spaces.Discrete(2)),
     ],
@@ -302,6 +303,12 @@ def test_spaces(policy, observation_space, action_space):
         (dict(policy_kwargs=dict(lru_blend=1.5)), r"lru_blend must lie in (0, 1]"),
         (dict(bptt_segments=0), "bptt_segments must be an integer >= 1"),
         (dict(batch_size=8, policy_kwargs=dict(segment_len=16)), "batch_size (8) cannot hold one segment"),
+        (dict(policy_kwargs=dict(cache_len=-1)), "cache_len must be an integer >= 0"),
+        (
+            dict(policy_kwargs=dict(shared_core=True, share_features_extractor=False)),
+            "share_features_extractor=False needs a separate critic core",
+        ),
+        (dict(policy_kwargs=dict(detach_critic=True)), "detach_critic=True only applies to a shared core"),
     ],
 )
 def test_invalid_configuration(kwargs, message):
@@ -310,6 +317,39 @@ def test_invalid_configuration(kwargs, message):
         PPOElmur("MlpElmurPolicy", venv, **kwargs)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_unknown_elmur_option_is_named():
+    with pytest.raises(TypeError, match=r"unknown ELMUR policy argument\(s\) \['segment_length'\]"):
+        PPOElmur("MlpElmurPolicy", make_vec_env("CartPole-v1", n_envs=1), policy_kwargs=dict(segment_length=8))
+
+
+def test_gsde_as_in_recurrent_ppo():
+    # RecurrentPPO's gSDE arguments, same meaning; lr=0 keeps the update exact under the noise resets.
+    venv = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+    model = PPOElmur(
+        "MlpElmurPolicy", venv, use_sde=True, sde_sample_freq=4, n_steps=18, batch_size=16, n_epochs=2,
+        learning_rate=0.0, seed=0, policy_kwargs=SMALL,
+    )  # fmt: skip
+    deviations = _record_train_inputs(model)
+    model.learn(18 * 2 * 3)
+    assert max(d[0] for d in deviations) < 1e-5
+    assert model.logger.name_to_value["train/approx_kl"] < 1e-9
+    assert model.policy.use_sde and model.sde_sample_freq == 4
+    # the noise really is state-dependent and resampled: two rollouts' actions differ for the same obs
+    obs = np.zeros((2, 3), dtype=np.float32)
+    model.policy.reset_noise(2)
+    first, _ = model.predict(obs)
+    model.policy.reset_noise(2)
+    second, _ = model.predict(obs)
+    assert not np.allclose(first, second)
+
+
+def test_separate_critic_core_may_have_its_own_extractor():
+    # the contradictory shared-core case is refused in test_invalid_configuration
+    venv = make_vec_env("CartPole-v1", n_envs=1)
+    model = PPOElmur("MlpElmurPolicy", venv, policy_kwargs=dict(SMALL, share_features_extractor=False))
+    assert model.policy.core_critic is not None and model.policy.vf_features_extractor is not model.policy.pi_features_extractor
 
 
 def test_unsupported_observation_space_names_the_fix():
