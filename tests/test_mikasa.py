@@ -77,7 +77,9 @@ def _rollout_with_colour(core: MikasaCore, colour: int, actions: torch.Tensor) -
 
 
 def test_memory_state_carries_no_answer_after_the_cue() -> None:
-    core = MikasaCore("RememberColor3", 1, obs_mode="memory-state")
+    """The memory check of the benchmark: with the previous action in the observation (the training
+    default), nothing after the cue depends on the hidden colour, so a memoryless policy cannot beat chance."""
+    core = MikasaCore("RememberColor3", 1, obs_mode="memory-state", prev_action=True)
     gen = torch.Generator().manual_seed(1)
     actions = torch.rand((16, 8), generator=gen) * 0.6 - 0.3
     runs = [_rollout_with_colour(core, c, actions) for c in range(3)]
@@ -93,8 +95,38 @@ def test_memory_state_carries_no_answer_after_the_cue() -> None:
             assert same, f"memory-state observation depends on the hidden colour at elapsed step {elapsed}"
     # In the cue phase exactly one cube is shown: the true one, at the centre of the table.
     for c in range(3):
-        shown = runs[c][0][25:].reshape(3, 4)[:, 0]
+        shown = runs[c][0][25:37].reshape(3, 4)[:, 0]
         assert shown.tolist() == [1.0 if i == c else 0.0 for i in range(3)]
+
+
+def _decode_colour_from_one_observation(obs: np.ndarray) -> int:
+    """RememberColor's dense reward is (1 - tanh(10 d) + 0.5 (1 - tanh(5 |arm qvel|))) / 3 with d the distance
+    from the TCP to the true cube: with the previous reward in the observation, one observation gives d,
+    and the cube at that distance is the answer. (Layout: qpos 9, qvel 9, TCP pose 7, 3 x [shown, xyz],
+    previous action 8, previous reward 1.)"""
+    o = obs.astype(np.float64)
+    qvel, tcp, cubes, reward = o[9:16], o[18:21], o[25:37].reshape(3, 4), o[-1]
+    reach = 3 * reward - 0.5 * (1 - np.tanh(5 * np.linalg.norm(qvel)))
+    d = np.arctanh(np.clip(1 - reach, -1 + 1e-7, 1 - 1e-7)) / 10
+    return int(np.argmin(np.abs(np.linalg.norm(cubes[:, 1:] - tcp, axis=1) - d)))
+
+
+def test_previous_reward_would_leak_the_answer() -> None:
+    """Why ``prev_reward`` is off by default: with it, a memoryless policy reads the true colour from a
+    single observation long after the cue (here decoded by hand, every time)."""
+    core = MikasaCore("RememberColor3", 1, obs_mode="memory-state", prev_action=True, prev_reward=True)
+    rng = np.random.default_rng(0)
+    hits = total = 0
+    for seed in range(3):
+        core.reset(seed=seed)
+        true = int(core.env.true_color_indices[0])
+        for t in range(25):
+            obs, *_ = core.step(torch.as_tensor(rng.uniform(-0.3, 0.3, (1, 8)), dtype=torch.float32))
+            if t + 1 > DELAY_END:
+                hits += _decode_colour_from_one_observation(obs[0].numpy()) == true
+                total += 1
+    core.close()
+    assert hits == total
 
 
 def test_state_mode_leaks_the_answer() -> None:
@@ -155,6 +187,7 @@ def test_batched_vec_env_bookkeeping_on_real_env() -> None:
             obs_mode="memory-state",
             reward_mode="dense",
             prev_action=True,
+            prev_reward=True,
             sim_backend="physx_cpu",
             render_backend="cpu",
             max_episode_steps=limit,
@@ -261,8 +294,7 @@ def test_sparse_reward_is_float_and_monitor_keys(tmp_path) -> None:
 def test_cpu_backend_several_envs_use_subprocesses() -> None:
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    with pytest.warns(UserWarning, match="SubprocVecEnv"):
-        venv = make_mikasa_vec_env("RememberColor3", 2, 0, False, {"max_episode_steps": 3}, None, "dummy")
+    venv = make_mikasa_vec_env("RememberColor3", 2, 0, False, {"max_episode_steps": 3}, None, "dummy")
     assert isinstance(venv, SubprocVecEnv)
     obs = venv.reset()
     for _ in range(3):
@@ -315,6 +347,7 @@ def test_rgb_multi_input_recurrent_ppo() -> None:
     venv = _rgb_venv()
     space = venv.observation_space
     assert space["rgb"].shape == (6, 128, 128) and space["rgb"].dtype == np.uint8
+    assert space["prev_action_reward"].shape == (8,)  # the common wrapper's key; no reward by default
     model = RecurrentPPO(
         "MultiInputLstmPolicy", venv, n_steps=8, batch_size=8, n_epochs=1, policy_kwargs=dict(lstm_hidden_size=16)
     )
@@ -338,3 +371,37 @@ def test_rgb_multi_input_ppo_elmur() -> None:
     model.learn(8)
     assert model.num_timesteps >= 8
     venv.close()
+
+
+@pytest.mark.parametrize("obs_mode,prev_reward", [("memory-state", False), ("memory-state", True), ("rgb", False)])
+def test_batched_previous_action_matches_the_common_wrapper(obs_mode: str, prev_reward: bool) -> None:
+    """The batched backend adds the previous action/reward in-env (batched torch); the CPU backend uses the
+    common wrapper ``envs.wrappers.PrevActionReward``. Same seed and actions (out-of-bounds ones included,
+    across an automatic reset): the same observations."""
+    limit = 3 if obs_mode == "rgb" else 5
+    kwargs = {"obs_mode": obs_mode, "max_episode_steps": limit, "prev_reward": prev_reward}
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1.5, 1.5, (limit + 2, 1, 8)).astype(np.float32)
+
+    def play(venv) -> list:
+        torch.manual_seed(0)  # MIKASA jitters cube positions with torch's global RNG
+        out = [venv.reset()]
+        for a in actions:
+            obs, reward, done, infos = venv.step(a)
+            out.append(obs)
+            if done[0]:
+                out.append(infos[0]["terminal_observation"])
+        venv.close()
+        return out
+
+    wrapped = play(make_mikasa_vec_env("RememberColor3", 1, 5, True, kwargs, None, "dummy"))
+    core_kwargs = {k: v for k, v in kwargs.items()}
+    batched = play(MikasaBatchedVecEnv("RememberColor3", 1, seed=5, prev_action=True, sim_backend="physx_cpu", **core_kwargs))
+    assert len(wrapped) == len(batched)
+    for w, b in zip(wrapped, batched):
+        if isinstance(w, dict):
+            assert set(w) == set(b)
+            for k in w:
+                np.testing.assert_allclose(np.asarray(w[k]).reshape(-1), np.asarray(b[k]).reshape(-1), rtol=0, atol=1e-6)
+        else:
+            np.testing.assert_allclose(np.asarray(w).reshape(-1), np.asarray(b).reshape(-1), rtol=0, atol=1e-6)
