@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from agents.hyperparams import PROTOCOL_KEYS, HyperparamError
-from agents.registry import ALGOS, AlgoImportError, UnknownAlgoError
+from agents.hyperparams import PROTOCOL_KEYS, HyperparamError, Override
+from agents.registry import ALGOS, AlgoImportError, UnknownAlgoError, UnknownPolicyError
 
 PROG = "train.py"
 
@@ -68,7 +68,8 @@ def _add_protocol_flags(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="KEY=VALUE",
-        help="override hyperparameters: n_steps=256 policy_kwargs.segment_len=32 env_kwargs.obs_mode=rgb",
+        help="override hyperparameters: n_steps=256 policy_kwargs.segment_len=32 env_kwargs.obs_mode=rgb; "
+        "<algo>:key=value applies to that algorithm only",
     )
     parser.add_argument("--no-prev-action", action="store_true", help="do not add the previous action/reward to observations")
 
@@ -132,15 +133,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported after argparse, so --help does not wait for torch.
     import envs
 
-    from agents.runner import RunError
+    from agents.hyperparams import parse_overrides
+    from agents.rundir import RunError
 
     try:
+        overrides = parse_overrides(args.hp)  # once; compare hands the parsed items to its cells
         if is_compare:
             from agents.compare import run_compare
 
-            return run_compare(args, argv)
-        return _main_train(args, parser, argv)
-    except (envs.UnknownEnvError, UnknownAlgoError, HyperparamError, AlgoImportError, ImportError, RunError) as exc:
+            return run_compare(args, overrides, argv)
+        return _main_train(args, parser, argv, overrides)
+    except (envs.UnknownEnvError, UnknownAlgoError, UnknownPolicyError, HyperparamError, AlgoImportError, ImportError, RunError) as exc:
         if args.debug:
             raise
         return _user_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -150,11 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _main_train(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
-    from agents import runner
+def _main_train(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str], overrides: list[Override]) -> int:
+    from agents.evaluate import evaluate_only
+    from agents.experiment import flags_of, resolve_experiment
+    from agents.rundir import default_run_name
+    from agents.session import RunOptions, resume, run_cell
 
     _setup_torch(args.threads)
-    options = runner.RunOptions(device=args.device, progress_bar=not args.no_progress_bar, verbose=args.verbose)
+    options = RunOptions(device=args.device, progress_bar=not args.no_progress_bar, verbose=args.verbose)
     prev_action = False if args.no_prev_action else None
 
     if args.resume is not None:
@@ -174,12 +180,12 @@ def _main_train(args: argparse.Namespace, parser: argparse.ArgumentParser, argv:
         given = [flag for flag, value in fixed.items() if value is not None] + (["--no-prev-action"] if args.no_prev_action else [])
         if given:
             parser.error(f"--resume continues the recorded configuration; it accepts --timesteps, --device, --threads, not {' '.join(given)}")
-        return runner.resume(args.resume, options, timesteps=args.timesteps)
+        return resume(args.resume, options, timesteps=args.timesteps)["exit_code"]
 
     if args.eval_only is not None:
         if args.trained_agent is not None:
             parser.error("--eval-only evaluates the model it is given; drop --trained-agent")
-        return runner.evaluate_only(
+        return evaluate_only(
             args.eval_only,
             options,
             env=args.env,
@@ -187,23 +193,15 @@ def _main_train(args: argparse.Namespace, parser: argparse.ArgumentParser, argv:
             algo=args.algo,
             eval_episodes=args.eval_episodes,
             seed=args.seed,
-            hp=args.hp,
+            overrides=overrides,
             out=args.out if "--out" in argv else None,
             prev_action=prev_action,
         )
 
     if args.env is None:
         parser.error("--env is required (e.g. --env popgym-RepeatPrevious)")
-    exp = runner.resolve_experiment(
-        args.env,
-        args.algo or "ppo-elmur",
-        seed=args.seed if args.seed is not None else 0,
-        hp=args.hp,
-        eval_env=args.eval_env,
-        timesteps=args.timesteps,
-        n_envs=args.n_envs,
-        eval_freq=args.eval_freq,
-        eval_episodes=args.eval_episodes,
-        prev_action=prev_action,
-    )
-    return runner.train(exp, args.out, args.run_name, options, [sys.executable, PROG, *argv], trained_agent=args.trained_agent)
+    seed = args.seed if args.seed is not None else 0
+    exp = resolve_experiment(args.env, args.algo or "ppo-elmur", seed=seed, overrides=overrides, **flags_of(args))
+    run_dir = args.out / (args.run_name or default_run_name(exp))
+    summary = run_cell(exp, run_dir, options, [sys.executable, PROG, *argv], trained_agent=args.trained_agent)
+    return summary["exit_code"]

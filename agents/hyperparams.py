@@ -28,11 +28,11 @@ import fnmatch
 import importlib
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, NamedTuple, Sequence
 
 import yaml
 
-from agents.registry import ALGOS, AlgoSpec
+from agents.registry import ALGOS, AlgoSpec, get_algo
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
 
@@ -78,6 +78,26 @@ _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 class HyperparamError(ValueError):
     """A bad preset or ``--hp`` override; the message is one line and names the valid keys."""
+
+
+class Override(NamedTuple):
+    """
+    One parsed ``--hp`` item.
+
+    :param parts: the dotted key split into its parts, e.g. ``("policy_kwargs", "segment_len")``
+    :param value: the parsed value
+    :param text: the ``key=value`` item as typed, recorded in config.yml so that a run can be repeated
+    :param algo: the algorithm it is limited to (``<algo>:key=value``), or None for every algorithm
+    """
+
+    parts: tuple[str, ...]
+    value: Any
+    text: str
+    algo: str | None = None
+
+    def applies_to(self, algo: str) -> bool:
+        """:return: whether the override is meant for ``algo`` (a registry name)"""
+        return self.algo is None or self.algo == algo
 
 
 def family_file(family: str) -> Path:
@@ -164,17 +184,21 @@ def load_hyperparams(family: str, env_name: str, algo: str) -> dict[str, Any]:
     return resolved
 
 
-def parse_overrides(items: list[str] | None) -> list[tuple[list[str], Any]]:
+def parse_overrides(items: Sequence[str] | None) -> list[Override]:
     """
-    Parse ``--hp`` items such as ``n_steps=256`` or ``policy_kwargs.segment_len=32``.
+    Parse ``--hp`` items such as ``n_steps=256`` or ``policy_kwargs.segment_len=32``; the command line
+    does this once, and everything downstream (``compare``'s runs included) receives the result.
 
-    :param items: the raw ``key=value`` strings
-    :return: ``(dotted key split into parts, value)`` pairs; values are parsed with ``yaml.safe_load``,
-        so ``3e-4`` is a float (YAML 1.1 needs ``3.0e-4``; a bare ``3e-4`` is also converted), ``[64, 64]`` a list,
-        ``null`` None
+    :param items: the raw ``key=value`` strings, each optionally prefixed ``<algo>:`` to apply to that algorithm only
+    :return: the overrides; values are parsed with ``yaml.safe_load``, so ``3e-4`` is a float (YAML 1.1
+        needs ``3.0e-4``; a bare ``3e-4`` is also converted), ``[64, 64]`` a list, ``null`` None
     """
     parsed = []
     for item in items or []:
+        head, sep, rest = item.partition(":")
+        algo = None
+        if sep and "=" not in head:  # "<algo>:key=value"; a ":" after the "=" belongs to the value
+            algo, item = get_algo(head).name, rest
         if "=" not in item:
             raise HyperparamError(f"--hp expects key=value, got {item!r} (e.g. --hp n_steps=256 policy_kwargs.segment_len=32)")
         key, raw = item.split("=", 1)
@@ -188,7 +212,7 @@ def parse_overrides(items: list[str] | None) -> list[tuple[list[str], Any]]:
         if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
             # YAML 1.1 reads "3e-4" (no dot) as a string; users mean a number.
             value = float(value)
-        parsed.append((parts, value))
+        parsed.append(Override(tuple(parts), value, item, algo))
     return parsed
 
 
@@ -200,21 +224,24 @@ def valid_top_level_keys(spec: AlgoSpec) -> list[str]:
     return sorted(set(PROTOCOL_KEYS) | spec.algo_kwarg_names())
 
 
-def apply_overrides(hyperparams: dict[str, Any], overrides: list[tuple[list[str], Any]], spec: AlgoSpec) -> dict[str, Any]:
+def apply_overrides(hyperparams: dict[str, Any], overrides: Sequence[Override], spec: AlgoSpec) -> dict[str, Any]:
     """
     Apply ``--hp`` overrides; top-level keys are checked against the protocol keys and the
     algorithm's constructor (``policy_kwargs.*`` keys are checked later by :func:`validate_policy_kwargs`,
     once the observation space fixes the policy).
 
     :param hyperparams: the resolved preset
-    :param overrides: from :func:`parse_overrides`
+    :param overrides: from :func:`parse_overrides`; those limited to another algorithm are skipped
     :param spec: the algorithm
     :return: the updated copy
     :raises HyperparamError: on an unknown key, naming the valid ones
     """
     out = copy.deepcopy(hyperparams)
     valid = valid_top_level_keys(spec)
-    for parts, value in overrides:
+    for override in overrides:
+        if not override.applies_to(spec.name):
+            continue
+        parts, value = override.parts, override.value
         top = parts[0]
         if top not in valid:
             raise HyperparamError(f"unknown --hp key {top!r} for {spec.name}; valid keys: {', '.join(valid)}")
@@ -271,11 +298,32 @@ def _import_object(path: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def _linear_schedule(initial: float) -> Callable[[float], float]:
-    def schedule(progress_remaining: float) -> float:
-        return progress_remaining * initial
+# Keys that take a number or a schedule; ``lin_<initial>`` decays linearly to 0 (rl-zoo3's notation).
+SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 
-    return schedule
+
+def _schedule(key: str, value: Any) -> Any:
+    """
+    :param key: one of :data:`SCHEDULE_KEYS`
+    :param value: a number, ``lin_<number>``, or None (``clip_range_vf`` only)
+    :return: the value SB3 takes: the number, or SB3's linear schedule (``LinearSchedule``)
+    :raises HyperparamError: for anything else, in one line
+    """
+    try:
+        from stable_baselines3.common.utils import LinearSchedule
+    except ImportError:  # SB3 < 2.6
+        from stable_baselines3.common.utils import get_linear_fn as LinearSchedule
+
+    if isinstance(value, bool):
+        pass  # a YAML "true" is no learning rate
+    elif isinstance(value, (int, float)) or (value is None and key == "clip_range_vf"):
+        return value
+    elif isinstance(value, str) and value.startswith("lin_"):
+        try:
+            return LinearSchedule(float(value[4:]), 0.0, 1.0)
+        except ValueError:
+            pass
+    raise HyperparamError(f"{key} must be a number or lin_<initial value> (decays linearly to 0), e.g. {key}=3e-4; got {value!r}")
 
 
 def to_constructor_kwargs(hyperparams: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -286,6 +334,7 @@ def to_constructor_kwargs(hyperparams: dict[str, Any]) -> tuple[dict[str, Any], 
 
     :param hyperparams: resolved hyperparameters
     :return: ``(algorithm kwargs, protocol)``
+    :raises HyperparamError: for a schedule key that is neither a number nor ``lin_<number>``
     """
     import torch.nn as nn
 
@@ -299,8 +348,7 @@ def to_constructor_kwargs(hyperparams: dict[str, Any]) -> tuple[dict[str, Any], 
         elif key.endswith("_class") and isinstance(value, str):
             pk[key] = _import_object(value)
     algo_kwargs["policy_kwargs"] = pk
-    for key in ("learning_rate", "clip_range", "clip_range_vf"):
-        value = algo_kwargs.get(key)
-        if isinstance(value, str) and value.startswith("lin_"):
-            algo_kwargs[key] = _linear_schedule(float(value[4:]))
+    for key in SCHEDULE_KEYS:
+        if key in algo_kwargs:
+            algo_kwargs[key] = _schedule(key, algo_kwargs[key])
     return algo_kwargs, protocol

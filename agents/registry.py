@@ -8,16 +8,19 @@ memory:
 - ``ppo-lstm``: sb3-contrib's :class:`~sb3_contrib.RecurrentPPO` with an LSTM policy;
 - ``ppo``: Stable-Baselines3's :class:`~stable_baselines3.PPO` with a memoryless MLP (a lower bound).
 
+The registry is also where a policy name is checked against an algorithm, and where a saved zip
+is traced back to the algorithm that saved it (through the policy classes each algorithm owns).
+
 Algorithm classes are imported lazily, inside :meth:`AlgoSpec.load_class`, so that the command
 line (and the error messages for bad names) works even when one library fails to import.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gymnasium import spaces
@@ -34,6 +37,10 @@ class UnknownAlgoError(ValueError):
 
 class AlgoImportError(RuntimeError):
     """Raised when the library that provides an algorithm cannot be imported."""
+
+
+class UnknownPolicyError(ValueError):
+    """Raised for a policy name the algorithm does not register; the message names the valid ones."""
 
 
 @dataclass(frozen=True)
@@ -84,18 +91,30 @@ class AlgoSpec:
             return self.policies["cnn"]
         return self.policies["mlp"]
 
+    @property
+    def policy_aliases(self) -> dict[str, type]:
+        """The policy names the algorithm registers and their classes (SB3's ``policy_aliases``)."""
+        return dict(getattr(self.load_class(), "policy_aliases", {}))
+
     def policy_class(self, policy: str) -> type:
         """
         Resolve a policy name to its class through the algorithm's ``policy_aliases``.
 
         :param policy: a policy name such as ``"MlpLstmPolicy"``
         :return: the policy class
+        :raises UnknownPolicyError: for a name the algorithm does not register
         """
-        algo_class = self.load_class()
-        aliases = getattr(algo_class, "policy_aliases", {})
+        aliases = self.policy_aliases
         if policy not in aliases:
-            raise KeyError(f"{policy!r} is not a policy of {self.name} (valid: {', '.join(sorted(aliases))})")
+            raise UnknownPolicyError(f"unknown policy {policy!r} for {self.name}; valid: {', '.join(sorted(aliases))}")
         return aliases[policy]
+
+    def saved(self, policy_class: Any) -> bool:
+        """
+        :param policy_class: the ``policy_class`` recorded in a saved model's data
+        :return: whether a model of this algorithm saved it (its policy is one this algorithm registers)
+        """
+        return any(policy_class is cls for cls in self.policy_aliases.values())
 
     def algo_kwarg_names(self) -> set[str]:
         """
@@ -164,19 +183,6 @@ ALGOS: dict[str, AlgoSpec] = {
 }
 
 
-def closest_names(name: str, valid: list[str], n: int = 3) -> list[str]:
-    """
-    :param name: what the user typed
-    :param valid: the accepted names
-    :param n: how many suggestions at most
-    :return: the closest valid names (case-insensitive), best first; never empty when ``valid`` is not
-    """
-    lowered = {v.lower(): v for v in valid}
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.4)
-    matches = [lowered[h] for h in hits]
-    return matches or list(valid)[:n]
-
-
 def get_algo(name: str) -> AlgoSpec:
     """
     :param name: an ``--algo`` name (case-insensitive)
@@ -185,6 +191,33 @@ def get_algo(name: str) -> AlgoSpec:
     """
     spec = ALGOS.get(name.lower())
     if spec is None:
-        suggestions = ", ".join(closest_names(name, list(ALGOS)))
+        # Imported here: the envs package pulls in torch, which --help and valid names need not wait for.
+        from envs.registry import closest_names
+
+        suggestions = ", ".join(closest_names(name, list(ALGOS), cutoff=0.4) or list(ALGOS)[:3])
         raise UnknownAlgoError(f"unknown algo {name!r}; did you mean: {suggestions}? (valid: {', '.join(ALGOS)})")
     return spec
+
+
+def algo_that_saved(model_path: Path) -> AlgoSpec | None:
+    """
+    Tell which registered algorithm saved a model zip, from the policy class SB3 recorded in it.
+
+    :param model_path: a file that should be a zip written by ``model.save``
+    :return: the algorithm's spec, or None when the file is not a readable SB3 model zip or its policy
+        belongs to no registered algorithm
+    """
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    try:
+        data, _, _ = load_from_zip_file(model_path, device="cpu")
+    except Exception:  # noqa: BLE001 - whatever stops SB3 from reading it, the file is no usable model zip
+        return None
+    policy_class = (data or {}).get("policy_class")
+    for spec in ALGOS.values():
+        try:
+            if spec.saved(policy_class):
+                return spec
+        except AlgoImportError:
+            continue
+    return None

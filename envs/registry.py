@@ -15,7 +15,7 @@ import difflib
 import importlib
 import os
 import re
-from typing import Any, Callable
+from typing import Callable
 
 import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
@@ -25,7 +25,7 @@ from envs.popgym_envs import lookup_popgym, make_popgym_env, popgym_short_names
 from envs.tmaze import TMazeVecEnv
 from envs.wrappers import wrap_env
 
-__all__ = ["UnknownEnvError", "resolve_env_name", "env_family", "list_env_names", "make_vec_env"]
+__all__ = ["UnknownEnvError", "closest_names", "resolve_env_name", "env_family", "list_env_names", "make_vec_env"]
 
 MIKASA_INSTALL_HINT = "bash scripts/install_mikasa.sh"
 TMAZE_EXAMPLES = ["tmaze-10", "tmaze-100", "tmaze-1000", "tmaze-1000000"]
@@ -37,13 +37,26 @@ class UnknownEnvError(ValueError):
     """An environment name that no family recognises; the message names the closest valid names."""
 
 
+def closest_names(name: str, valid: list[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """
+    The "did you mean" of every name the benchmark accepts (environments here, algorithms in ``agents``).
+
+    :param name: what the user typed
+    :param valid: the accepted names
+    :param n: how many suggestions at most
+    :param cutoff: how similar (difflib ratio, 0 to 1) a suggestion must be
+    :return: the closest valid names, compared case-insensitively and spelled as in ``valid``, best first
+    """
+    by_lower: dict[str, str] = {}
+    for cand in valid:
+        by_lower.setdefault(cand.lower(), cand)
+    return [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=cutoff)]
+
+
 def _unknown(name: str, candidates: list[str], what: str = "environment") -> UnknownEnvError:
     """Build the one-line error, with close matches found case-insensitively."""
-    by_lower: dict[str, str] = {}
-    for cand in candidates:
-        by_lower.setdefault(cand.lower(), cand)
-    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
-    hint = "did you mean " + ", ".join(repr(by_lower[c]) for c in close) + "?" if close else "see envs.list_env_names()"
+    close = closest_names(name, candidates)
+    hint = "did you mean " + ", ".join(repr(c) for c in close) + "?" if close else "see envs.list_env_names()"
     return UnknownEnvError(f"Unknown {what} {name!r}: {hint}")
 
 

@@ -11,7 +11,6 @@ import pytest
 import yaml
 from gymnasium import spaces
 
-from agents.compare import t_interval
 from agents.hyperparams import (
     HYPERPARAMS_DIR,
     SHARED_KEYS,
@@ -24,14 +23,11 @@ from agents.hyperparams import (
     validate_hyperparams,
     validate_policy_kwargs,
 )
+from agents.build import build_model, make_train_env
+from agents.experiment import resolve_experiment
 from agents.registry import ALGOS, UnknownAlgoError, get_algo
-from agents.runner import (
-    build_model,
-    merge_monitor_files,
-    resolve_experiment,
-    stash_monitor_files,
-    summarize_evaluations,
-)
+from agents.rundir import merge_monitor_files, stash_monitor_files
+from agents.scores import summarize_evaluations, t_interval
 
 ALGO_NAMES = list(ALGOS)
 FAMILIES = ["popgym", "tmaze", "mikasa", "gym"]
@@ -129,8 +125,8 @@ def test_changing_a_shared_key_for_one_algo_needs_a_reason() -> None:
 
 def test_parse_overrides_types_and_dotted_keys() -> None:
     parsed = dict(
-        (".".join(k), v)
-        for k, v in parse_overrides(["n_steps=256", "learning_rate=3e-4", "policy_kwargs.net_arch=[32, 32]", "env_kwargs.obs_mode=rgb", "target_kl=null"])
+        (".".join(o.parts), o.value)
+        for o in parse_overrides(["n_steps=256", "learning_rate=3e-4", "policy_kwargs.net_arch=[32, 32]", "env_kwargs.obs_mode=rgb", "target_kl=null"])
     )
     assert parsed == {"n_steps": 256, "learning_rate": 3e-4, "policy_kwargs.net_arch": [32, 32], "env_kwargs.obs_mode": "rgb", "target_kl": None}
     with pytest.raises(HyperparamError, match="key=value"):
@@ -179,13 +175,13 @@ def test_constructor_kwargs_convert_yaml_strings() -> None:
 @pytest.mark.parametrize("algo", ALGO_NAMES)
 def test_every_algo_builds_and_predicts_on_popgym(algo: str, tmp_path: Path) -> None:
     """The preset builds a model on a real POPGym VecEnv, and predict carries the recurrent state."""
-    from agents.runner import make_train_env
-
-    exp = resolve_experiment("popgym-RepeatPrevious", algo, hp=["n_envs=2", "n_steps=16", "batch_size=32"])
-    venv = make_train_env(exp, tmp_path, seed=0)
+    exp = resolve_experiment("popgym-RepeatPrevious", algo, overrides=parse_overrides(["n_envs=2", "n_steps=16", "batch_size=32"]))
+    venv = make_train_env(exp, tmp_path / "monitor", seed=0)
     try:
-        model = build_model(exp, venv, tmp_path, device="cpu")
-        assert exp.hyperparams["policy"] == ALGOS[algo].policies["mlp"]
+        model = build_model(exp, venv, tmp_path / "tb", device="cpu")
+        assert exp.hyperparams["policy"] is None  # the experiment is left as it was
+        assert exp.with_policy(venv.observation_space).hyperparams["policy"] == ALGOS[algo].policies["mlp"]
+        assert type(model.policy) is ALGOS[algo].policy_class(ALGOS[algo].policies["mlp"])
         obs = venv.reset()
         state, starts = None, np.ones(2, dtype=bool)
         for _ in range(3):

@@ -212,7 +212,9 @@ USER_ERRORS = [
     (["--env", "popgym-RepeatPrevious", "--algo", "ppo-elmur", "--hp", "policy_kwargs.segment_length=8"], "segment_len"),
     (["--env", "popgym-RepeatPrevious", "--algo", "ppo", "--hp", "n_steps"], "key=value"),
     (["--resume", "/nonexistent/run"], "not a run directory"),
+    (["--env", "popgym-RepeatPrevious", "--algo", "ppo", "--hp", "learning_rate=abc"], "lin_<initial value>"),
     (["--eval-only", "/nonexistent/model.zip"], "no such model file"),
+    (["--eval-only", str(REPO / "pyproject.toml"), "--algo", "ppo-elmur", "--env", "popgym-RepeatPrevious"], "not an SB3 model zip"),
     (["compare", "--env", "popgym-RepeatPrevious", "--algos", "ppo", "lstm"], "ppo-lstm"),
 ]
 
