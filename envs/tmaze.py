@@ -1,4 +1,4 @@
-"""Passive T-Maze (Ni et al. 2023, "When Do Transformers Shine in RL?").
+"""The passive T-Maze (Ni et al. 2023, "When Do Transformers Shine in RL?"): a gymnasium env and a natively vectorized VecEnv that matches it step for step.
 
 ::
 

@@ -1,4 +1,4 @@
-"""Observation wrappers shared by every benchmark environment and every algorithm.
+"""Observation wrappers shared by every benchmark environment and every algorithm, the previous action and reward among them.
 
 Two wrappers, applied in this order by :func:`wrap_env`:
 
@@ -16,6 +16,9 @@ Two wrappers, applied in this order by :func:`wrap_env`:
 Layout of a flat observation with the previous action and reward::
 
     [ encoded observation | encoded previous action | previous reward ]
+
+:class:`PrevActionReward` is the one definition of these features. Natively vectorized envs that
+build them in place for speed (the T-Maze) are held to it by a test that steps both side by side.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from agents.hyperparams import (
 )
 from agents.build import build_model, make_train_env
 from agents.experiment import resolve_experiment
-from agents.registry import ALGOS, UnknownAlgoError, get_algo
+from agents.registry import ALGOS, UnknownAlgoError, UnknownPolicyError, algo_that_saved, get_algo
 from agents.rundir import merge_monitor_files, stash_monitor_files
 from agents.scores import summarize_evaluations, t_interval
 
@@ -66,6 +66,21 @@ def test_policy_follows_observation_space(algo: str) -> None:
     assert spec.policy_for(mixed) == spec.policies["multi_input"]
     for policy in spec.policies.values():  # every named policy exists in the library
         spec.policy_class(policy)
+
+
+def test_algo_that_saved_reads_the_zip(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+
+    PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, device="cpu").save(tmp_path / "ppo.zip")
+    assert algo_that_saved(tmp_path / "ppo.zip") is ALGOS["ppo"]
+    (tmp_path / "text.zip").write_text("not a zip")
+    assert algo_that_saved(tmp_path / "text.zip") is None
+
+
+def test_unknown_policy_is_refused_by_the_registry() -> None:
+    exp = resolve_experiment("popgym-RepeatPrevious", "ppo", overrides=parse_overrides(["policy=MlpLstmPolicy"]))
+    with pytest.raises(UnknownPolicyError, match="MlpPolicy"):
+        exp.with_policy(spaces.Box(-1, 1, (5,)))
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -131,6 +146,29 @@ def test_parse_overrides_types_and_dotted_keys() -> None:
     assert parsed == {"n_steps": 256, "learning_rate": 3e-4, "policy_kwargs.net_arch": [32, 32], "env_kwargs.obs_mode": "rgb", "target_kl": None}
     with pytest.raises(HyperparamError, match="key=value"):
         parse_overrides(["n_steps"])
+
+
+def test_algo_prefixed_overrides_apply_to_that_algo_only() -> None:
+    overrides = parse_overrides(["n_steps=64", "PPO-LSTM:policy_kwargs.lstm_hidden_size=16", "policy_kwargs.features_extractor_class=a.b:C"])
+    assert [(o.algo, o.text) for o in overrides] == [
+        (None, "n_steps=64"),
+        ("ppo-lstm", "policy_kwargs.lstm_hidden_size=16"),
+        (None, "policy_kwargs.features_extractor_class=a.b:C"),  # a ":" after the "=" is the value's
+    ]
+    for algo in ("ppo-lstm", "ppo-elmur"):
+        exp = resolve_experiment("popgym-RepeatPrevious", algo, overrides=overrides[:2])
+        assert exp.hyperparams["n_steps"] == 64
+        assert ("lstm_hidden_size" in exp.hyperparams["policy_kwargs"]) == (algo == "ppo-lstm")
+        assert exp.hp_overrides == [o.text for o in overrides[:2] if o.applies_to(algo)]
+    with pytest.raises(UnknownAlgoError):
+        parse_overrides(["ppo-lstn:n_steps=64"])
+
+
+def test_schedules_take_numbers_or_lin() -> None:
+    for bad in ("abc", "lin_abc", True):
+        with pytest.raises(HyperparamError, match="lin_<initial value>"):
+            to_constructor_kwargs({"learning_rate": bad})
+    assert to_constructor_kwargs({"learning_rate": 0, "clip_range_vf": None})[0]["learning_rate"] == 0
 
 
 @pytest.mark.parametrize("algo", ALGO_NAMES)

@@ -100,6 +100,7 @@ def _random_actions(rng: np.random.Generator, n_envs: int) -> np.ndarray:
 @pytest.mark.parametrize("prev_action", [False, True])
 @pytest.mark.parametrize("length,seed", [(1, 0), (2, 3), (5, 11), (13, 42)])
 def test_vec_env_matches_gym_env(length: int, seed: int, prev_action: bool) -> None:
+    """The fast VecEnv, its in-place previous action/reward included, equals TMazeEnv under wrap_env (PrevActionReward)."""
     n_envs = 6
     ref = DummyVecEnv([lambda: wrap_env(TMazeEnv(length), prev_action=prev_action) for _ in range(n_envs)])
     vec = TMazeVecEnv(length, n_envs=n_envs, prev_action=prev_action)
