@@ -4,8 +4,9 @@
    ``--latency-steps`` steps (a T-Maze corridor that long), every call timed; the report gives
    the median latency in windows around episode times 1e2, 1e4 and 1e5 (those within reach).
 2. Training throughput (env steps per second, rollouts plus updates) on the same POPGym vec
-   env with the same PPO settings, the algorithms interleaved round by round so that machine
-   noise hits both alike.
+   env with the same PPO settings, the variants interleaved round by round so that machine
+   noise hits all alike: PPOElmur with the attention cache (the default) and without it, with a
+   shared core (the old default), and RecurrentPPO.
 
     python benchmarks/bench_speed.py --out docs/results/speed_cpu.json
 """
@@ -28,12 +29,19 @@ from elmur_sb3 import PPOElmur  # noqa: E402
 from envs import make_vec_env  # noqa: E402
 
 ELMUR_KWARGS = dict(d_model=64, n_layers=2, n_heads=4, segment_len=16, memory_slots=8, lru_blend=0.8)
+VARIANTS = {  # the library's defaults first; what each other row changes
+    "ppo-elmur": {},
+    "ppo-elmur cache_len=0": dict(cache_len=0),
+    "ppo-elmur shared_core": dict(shared_core=True),
+    "ppo-lstm": None,
+}
 
 
-def build(algo: str, venv, device: str, lstm_hidden: int, batch_size: int, n_epochs: int, n_steps: int):
+def build(variant: str, venv, device: str, lstm_hidden: int, batch_size: int, n_epochs: int, n_steps: int):
     common = dict(n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, device=device, seed=0, verbose=0)
-    if algo == "ppo-elmur":
-        return PPOElmur("MlpElmurPolicy", venv, bptt_segments=2, policy_kwargs=ELMUR_KWARGS, **common)
+    if variant.startswith("ppo-elmur"):
+        policy_kwargs = dict(ELMUR_KWARGS, **VARIANTS[variant])
+        return PPOElmur("MlpElmurPolicy", venv, bptt_segments=2, policy_kwargs=policy_kwargs, **common)
     return RecurrentPPO("MlpLstmPolicy", venv, policy_kwargs=dict(lstm_hidden_size=lstm_hidden), **common)
 
 
@@ -88,7 +96,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     th.set_num_threads(args.threads)
-    algos = ["ppo-elmur", "ppo-lstm"]
+    algos = list(VARIANTS)
     machine = f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), device {args.device}"
     if args.device == "cuda":
         machine += f" ({th.cuda.get_device_name()})"
@@ -101,11 +109,12 @@ def main() -> None:
     for name, (n_envs, n_steps, batch, epochs) in settings.items():
         fps = throughput(algos, args.device, args.env, n_envs, n_steps, batch, epochs, args.rounds, args.lstm_hidden)
         fps["ratio elmur/lstm"] = fps["ppo-elmur"] / fps["ppo-lstm"]
+        fps["ratio cache/no cache"] = fps["ppo-elmur"] / fps["ppo-elmur cache_len=0"]
         report["train_env_steps_per_s"][name] = fps
         print(name, json.dumps(fps), flush=True)
     if not args.skip_latency:
         report["predict_latency_ms"] = {}
-        for algo in algos:
+        for algo in ("ppo-elmur", "ppo-elmur cache_len=0", "ppo-lstm"):
             report["predict_latency_ms"][algo] = lat = latency(algo, args.device, args.latency_steps, args.lstm_hidden)
             values = list(lat.values())
             lat["largest/smallest"] = max(values) / min(values)

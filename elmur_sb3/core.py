@@ -46,7 +46,8 @@ class ElmurConfig:
     :param d_ff: hidden width of the feed-forward blocks (default ``4 * d_model``)
     :param segment_len: steps per segment (the attention window ``L``)
     :param cache_len: tokens before the segment start that self-attention also sees (same episode
-        only); 0 is the paper's model, where attention stops at the segment start
+        only; default ``segment_len``, so every token sees at least the last ``segment_len`` steps);
+        0 is the paper's model, where attention stops at the segment start
     :param memory_slots: slots per layer memory (``M``)
     :param lru_blend: weight of the new content when an occupied slot is updated, in (0, 1]
     :param use_lru: False replaces the whole memory every segment (the paper's ablation)
@@ -64,7 +65,7 @@ class ElmurConfig:
     n_heads: int = 4
     d_ff: int | None = None
     segment_len: int = 16
-    cache_len: int = 0
+    cache_len: int | None = None
     memory_slots: int = 8
     lru_blend: float = 0.8
     use_lru: bool = True
@@ -81,6 +82,8 @@ class ElmurConfig:
         for name in ("d_model", "n_layers", "n_heads", "segment_len", "memory_slots", "max_dist"):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        if self.cache_len is None:
+            self.cache_len = self.segment_len
         need(
             isinstance(self.cache_len, int) and self.cache_len >= 0,
             f"cache_len must be an integer >= 0 (0 = no attention cache), got {self.cache_len!r}",

@@ -121,10 +121,12 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         # The parent built the optimizer before the cores existed.
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
+    def elmur_options(self) -> dict[str, Any]:
+        """The resolved ELMUR options (defaults filled in): enough to rebuild the same cores."""
+        return dict(dataclasses.asdict(self.elmur_config), shared_core=self.shared_core, detach_critic=self.detach_critic)
+
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(dataclasses.asdict(self.elmur_config), shared_core=self.shared_core, detach_critic=self.detach_critic)
-        return data
+        return {**super()._get_constructor_parameters(), **self.elmur_options()}
 
     def _build_mlp_extractor(self) -> None:
         self.mlp_extractor = MlpExtractor(

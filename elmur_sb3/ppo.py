@@ -10,6 +10,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -137,6 +138,8 @@ class PPOElmur(OnPolicyAlgorithm):
         if not isinstance(self.policy, ElmurActorCriticPolicy):
             raise ValueError(f"PPOElmur needs an ElmurActorCriticPolicy, got {type(self.policy).__name__}")
         self.policy = self.policy.to(self.device)
+        # Record the resolved ELMUR options, so a saved model rebuilds this network whatever later defaults are.
+        self.policy_kwargs = {**self.policy_kwargs, **self.policy.elmur_options()}
         segment_len = self.policy.elmur_config.segment_len
         if self.batch_size < segment_len:
             raise ValueError(
@@ -160,6 +163,19 @@ class PPOElmur(OnPolicyAlgorithm):
             if isinstance(self.clip_range_vf, (float, int)) and self.clip_range_vf <= 0:
                 raise ValueError("clip_range_vf must be positive; pass None to disable value clipping")
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+
+    @classmethod
+    def load(cls, path, env=None, device="auto", custom_objects=None, **kwargs):  # type: ignore[no-untyped-def]
+        """SB3's ``load``. Models saved by elmur-sb3 0.1 (before the attention cache and the separate
+        critic core were defaults) record only the options their user set: they load with the
+        defaults they were trained with (``cache_len=0``, ``shared_core=True``)."""
+        data, _, _ = load_from_zip_file(path, device="cpu", custom_objects=custom_objects)
+        if hasattr(path, "seek"):
+            path.seek(0)
+        saved = (data or {}).get("policy_kwargs", {})
+        if "cache_len" not in saved:
+            custom_objects = {**(custom_objects or {}), "policy_kwargs": {"cache_len": 0, "shared_core": True, **saved}}
+        return super().load(path, env=env, device=device, custom_objects=custom_objects, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_elmur_states"]

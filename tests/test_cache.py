@@ -20,7 +20,8 @@ REFERENCE = Path(__file__).parent / "data" / "elmur_paper_reference.npz"
 def test_cache_len_zero_is_the_papers_model_unchanged():
     # Outputs and memory of a seeded core, saved by the code before the cache existed.
     reference = np.load(REFERENCE)
-    core = ElmurCore(ElmurConfig(d_model=16, n_layers=2, n_heads=4, segment_len=4, memory_slots=2, max_dist=6), input_dim=5)
+    config = ElmurConfig(d_model=16, n_layers=2, n_heads=4, segment_len=4, memory_slots=2, max_dist=6, cache_len=0)
+    core = ElmurCore(config, input_dim=5)
     params = {key.removeprefix("param/"): th.as_tensor(reference[key]) for key in reference.files if key.startswith("param/")}
     core.load_state_dict(params)  # strict: cache_len=0 has the paper model's parameters, no more
     features = th.as_tensor(reference["features"])
@@ -113,3 +114,14 @@ def test_cache_solves_recall_across_segment_starts():
     (0.78 measured). With ``cache_len=2`` the answer is always in sight and the task is solved."""
     assert _recall_return(cache_len=2) >= 0.93
     assert _recall_return(cache_len=0) <= 0.85
+
+
+def test_models_saved_before_the_cache_load_as_trained():
+    # A T-Maze model saved by elmur-sb3 0.1 (paper model, shared core, options left at their old defaults).
+    path = Path(__file__).parents[1] / "docs/results/tmaze/before_horizon_fix/curriculum/ppo-elmur_s0_tmaze30_then_tmaze100.zip"
+    model = PPOElmur.load(path)
+    assert model.policy.elmur_config.cache_len == 0 and model.policy.shared_core
+    # and a model saved now records its resolved options, so later defaults cannot change it
+    venv = make_vec_env("CartPole-v1", n_envs=1)
+    fresh = PPOElmur("MlpElmurPolicy", venv, policy_kwargs=SMALL)
+    assert fresh.policy_kwargs["cache_len"] == SMALL["segment_len"] and fresh.policy_kwargs["shared_core"] is False
