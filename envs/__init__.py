@@ -5,9 +5,11 @@
 >>> venv = make_vec_env("tmaze-1000", n_envs=8)                       # natively vectorized T-Maze
 
 See :mod:`envs.registry` for the names, :mod:`envs.wrappers` for the observation
-layout and :mod:`envs.tmaze` for the T-Maze.
+layout, :mod:`envs.tmaze` for the T-Maze and :mod:`envs.classic` for ``CartPoleNoVel-v1``,
+``PendulumNoVel-v1`` and ``RecallBack-v0``.
 """
 
+from envs.classic import MaskVelocity, RecallBackEnv, register as _register_classic
 from envs.registry import UnknownEnvError, env_family, list_env_names, make_vec_env, resolve_env_name
 from envs.tmaze import TMazeEnv, TMazeVecEnv
 from envs.wrappers import FlattenOneHotObservation, PrevActionReward, wrap_env
@@ -23,4 +25,8 @@ __all__ = [
     "FlattenOneHotObservation",
     "PrevActionReward",
     "wrap_env",
+    "MaskVelocity",
+    "RecallBackEnv",
 ]
+
+_register_classic()

@@ -1,36 +1,10 @@
-"""Test tasks with a known memory horizon: recall the symbol shown k steps back, and random-length episodes."""
+"""Test tasks: random-length episodes, and the recall task of the benchmark layer (envs.classic)."""
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-
-class RecallBackEnv(gym.Env):
-    """Each step shows one of ``n_symbols`` symbols (one-hot); from step ``k`` on, the reward is +1
-    for naming the symbol shown ``k`` steps earlier and 0 otherwise. Episodes last ``length`` steps.
-    The return is normalised to 1.0 for a perfect policy; guessing earns ``1 / n_symbols``."""
-
-    def __init__(self, k: int = 2, length: int = 12, n_symbols: int = 2):
-        self.k, self.length, self.n_symbols = k, length, n_symbols
-        self.observation_space = spaces.Box(0.0, 1.0, (n_symbols,), np.float32)
-        self.action_space = spaces.Discrete(n_symbols)
-
-    def _obs(self) -> np.ndarray:
-        return np.eye(self.n_symbols, dtype=np.float32)[self.symbols[self.t]]
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        self.symbols = self.np_random.integers(self.n_symbols, size=self.length)
-        return self._obs(), {}
-
-    def step(self, action):
-        reward = 0.0
-        if self.t >= self.k:
-            reward = float(int(action) == self.symbols[self.t - self.k]) / (self.length - self.k)
-        self.t += 1
-        done = self.t == self.length
-        return (np.zeros(self.n_symbols, np.float32) if done else self._obs()), reward, done, False, {}
+from envs.classic import RecallBackEnv  # noqa: F401  (re-exported for the tests)
 
 
 class RandomLengthEnv(gym.Env):
