@@ -1,0 +1,186 @@
+"""Sample efficiency and stability of PPOElmur's variants against RecurrentPPO, from ``train.py compare`` grids.
+
+Each (suite, task, variant) is one ``train.py compare`` grid over seeds (same presets, budget,
+seeds and evaluation for every algorithm), in ``<out>/<task>/<variant>/``; rerunning resumes and
+skips finished runs. The report reads every run's ``evaluations.npz`` and writes
+``<out>/<suite>.md`` and ``<out>/<suite>.json``.
+
+Suites:
+
+- ``efficiency`` (issue 15): env steps until the evaluation first reaches 90% of the task's optimum,
+  and the return at the end of the budget. Tasks: RecallBack with the answer k = 3 and k = 24 steps
+  back (below and above the 16-step segment), POPGym RepeatPreviousEasy and CountRecallEasy, and
+  CartPoleNoVel (rl-zoo3's ppo_lstm settings).
+- ``stability`` (issue 10): best, final, and the fraction of evaluations after the first one at 90%
+  of the optimum that stay at 90% of it ("held"). Tasks: CartPoleNoVel, PendulumNoVel (rl-zoo3's
+  ppo_lstm settings, gSDE), tmaze-30.
+
+Scores are normalised to [0, 1] per task, ``(return - low) / (optimum - low)``, with ``low`` the
+return of a policy that has learned nothing useful (chance) and ``optimum`` the best achievable
+return (PendulumNoVel: -150, about what rl-zoo3's tuned RecurrentPPO reaches; it has no exact one).
+
+    python benchmarks/bench_learning.py --suite efficiency --tasks CartPoleNoVel --variants ppo-elmur ppo-lstm --seeds 3
+    python benchmarks/bench_learning.py --suite stability --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmark task: the env, its ``--hp`` items, and the scale of its scores."""
+
+    env: str
+    low: float
+    optimum: float
+    hp: tuple[str, ...] = ()
+    success: bool = False  # score the success rate instead of the return
+
+
+TASKS = {
+    "RecallBack-k3": Task("RecallBack-v0", low=0.25, optimum=1.0, hp=("env_kwargs.k=3",)),
+    "RecallBack-k24": Task("RecallBack-v0", low=0.25, optimum=1.0, hp=("env_kwargs.k=24",)),
+    "RepeatPrevious": Task("popgym-RepeatPrevious", low=-0.5, optimum=1.0),
+    "CountRecall": Task("popgym-CountRecall", low=-0.5, optimum=1.0),
+    "CartPoleNoVel": Task("CartPoleNoVel-v1", low=20.0, optimum=500.0),
+    "PendulumNoVel": Task("PendulumNoVel-v1", low=-1200.0, optimum=-150.0),
+    "tmaze-30": Task("tmaze-30", low=0.5, optimum=1.0, success=True),
+}
+SUITES = {
+    "efficiency": ["RecallBack-k3", "RecallBack-k24", "RepeatPrevious", "CountRecall", "CartPoleNoVel"],
+    "stability": ["CartPoleNoVel", "PendulumNoVel", "tmaze-30"],
+}
+# PPOElmur variants (``--hp`` items on top of the library defaults and the presets) and the baseline.
+VARIANTS = {
+    "ppo-elmur": ("ppo-elmur", ()),
+    "ppo-elmur-shared": ("ppo-elmur", ("policy_kwargs.shared_core=true",)),
+    "ppo-elmur-shared-detached": ("ppo-elmur", ("policy_kwargs.shared_core=true", "policy_kwargs.detach_critic=true")),
+    "ppo-elmur-nocache": ("ppo-elmur", ("policy_kwargs.cache_len=0",)),
+    "ppo-lstm": ("ppo-lstm", ()),
+}
+THRESHOLD = 0.9
+
+
+def grid_dir(out: Path, task: str, variant: str) -> Path:
+    return out / task / variant
+
+
+def run_grid(out: Path, task_name: str, variant: str, seeds: int, jobs: int, timesteps: int | None) -> None:
+    """Train one (task, variant) grid with ``train.py compare`` (resumes, skips finished runs)."""
+    task = TASKS[task_name]
+    algo, hp = VARIANTS[variant]
+    command = [sys.executable, str(ROOT / "train.py"), "compare", "--env", task.env, "--algos", algo,
+               "--seeds", str(seeds), "--jobs", str(jobs), "--out", str(grid_dir(out, task_name, variant))]  # fmt: skip
+    if timesteps:
+        command += ["--timesteps", str(timesteps)]
+    if task.hp or hp:
+        command += ["--hp", *task.hp, *hp]
+    print("$", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+def run_metrics(timesteps: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """Efficiency and stability figures of one run's normalised evaluation scores."""
+    reached = np.flatnonzero(scores >= THRESHOLD)
+    first = int(reached[0]) if len(reached) else None
+    return {
+        "steps_to_90": None if first is None else int(timesteps[first]),
+        "best": float(scores.max()),
+        "final": float(scores[-1]),
+        "held_after_90": None if first is None else float(np.mean(scores[first:] >= THRESHOLD)),
+        "final_within_10pct_of_best": bool(scores[-1] >= scores.max() - 0.1),
+        "steps_per_s": None,
+    }
+
+
+def collect(out: Path, task_name: str, variant: str) -> list[dict]:
+    """Per-run metrics of one grid, from its runs' evaluations and summaries."""
+    task = TASKS[task_name]
+    rows = []
+    for run_dir in sorted((grid_dir(out, task_name, variant) / "runs").glob("*")):
+        evals_path = run_dir / "evaluations.npz"
+        if not evals_path.exists():
+            continue
+        evals = np.load(evals_path)
+        raw = evals["successes"] if task.success else evals["results"]
+        scores = (raw.mean(axis=1) - task.low) / (task.optimum - task.low)
+        row = {"run": run_dir.name, **run_metrics(evals["timesteps"], scores), "last_timestep": int(evals["timesteps"][-1])}
+        summary = run_dir / "summary.json"
+        if summary.exists():
+            row["steps_per_s"] = json.loads(summary.read_text()).get("env_steps_per_s")
+        rows.append(row)
+    return rows
+
+
+def _fmt(values: list, digits: int = 2) -> str:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "-"
+    return f"{np.mean(present):.{digits}f}" + ("" if len(present) == len(values) else f" ({len(present)}/{len(values)} runs)")
+
+
+def report(out: Path, suite: str, variants: list[str]) -> str:
+    """The suite's markdown table (means over seeds; per-run values in the JSON)."""
+    results: dict[str, dict[str, list[dict]]] = {}
+    lines = [
+        f"# {suite} benchmark", "",
+        "Normalised score: (return - chance) / (optimum - chance); 90% threshold on that scale. Means over seeds.",
+        "",
+        "| task | variant | runs | steps to 90% | best | final | held after 90% | final within 0.1 of best | env-steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for task_name in SUITES[suite]:
+        for variant in variants:
+            rows = collect(out, task_name, variant)
+            if not rows:
+                continue
+            results.setdefault(task_name, {})[variant] = rows
+            within = sum(r["final_within_10pct_of_best"] for r in rows)
+            lines.append(
+                f"| {task_name} | {variant} | {len(rows)} (to {max(r['last_timestep'] for r in rows):,} steps) | "
+                f"{_fmt([r['steps_to_90'] for r in rows], 0)} | {_fmt([r['best'] for r in rows])} | "
+                f"{_fmt([r['final'] for r in rows])} | {_fmt([r['held_after_90'] for r in rows])} | "
+                f"{within} of {len(rows)} | {_fmt([r['steps_per_s'] for r in rows], 0)} |"
+            )
+    text = "\n".join(lines) + "\n"
+    (out / f"{suite}.md").write_text(text)
+    (out / f"{suite}.json").write_text(json.dumps(results, indent=2))
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=sorted(SUITES), required=True)
+    parser.add_argument("--tasks", nargs="+", default=None, help="a subset of the suite's tasks (default: all)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timesteps", type=int, default=None, help="budget per run (default: the preset's)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "learning")
+    parser.add_argument("--report-only", action="store_true", help="do not train; rebuild the tables")
+    args = parser.parse_args()
+    tasks = args.tasks or SUITES[args.suite]
+    unknown = [t for t in tasks if t not in SUITES[args.suite]]
+    if unknown:
+        parser.error(f"task(s) {unknown} are not in the {args.suite} suite; choose from {SUITES[args.suite]}")
+    if not args.report_only:
+        for task_name in tasks:
+            for variant in args.variants:
+                run_grid(args.out, task_name, variant, args.seeds, args.jobs, args.timesteps)
+    print(report(args.out, args.suite, args.variants))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
