@@ -97,6 +97,17 @@ def build_training(task: str, algo: str, n_envs: int | None, hp_overrides: dict,
     return model, venv, n_envs
 
 
+def _cpu_seconds(venv) -> float:
+    """CPU time (user + system) used so far by this process and the VecEnv's worker processes.
+
+    On a machine shared with other jobs, wall-clock rates depend on their load; the CPU seconds spent
+    per env step do much less (with two free cores, the parallel envs overlap them in wall time)."""
+    import psutil
+
+    procs = [psutil.Process()] + [psutil.Process(p.pid) for p in getattr(venv, "processes", [])]
+    return float(sum(sum(p.cpu_times()[:2]) for p in procs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="RememberColor3")
@@ -136,20 +147,24 @@ def main() -> None:
 
                 profiler = cProfile.Profile()
                 profiler.enable()
+            cpu0 = _cpu_seconds(venv)
             start = time.perf_counter()
             model.learn(args.train_steps, reset_num_timesteps=False)
             elapsed = time.perf_counter() - start
+            cpu = _cpu_seconds(venv) - cpu0
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(f"{args.profile}.{algo}.n{n_envs}")
-            rate = (model.num_timesteps - start_steps) / elapsed
+            steps = model.num_timesteps - start_steps
             venv.close()
-            rates.setdefault((algo, n_envs), []).append(rate)
-            print(f"round {r}: {algo:9s} n_envs={n_envs:2d}: {rate:7.1f} env-steps/s "
-                  f"({model.num_timesteps - start_steps} steps in {elapsed:.1f} s)", flush=True)
-    print("\n| algo | n_envs | training env-steps/s (mean over rounds) |\n|---|---|---|")
+            rates.setdefault((algo, n_envs), []).append((steps / elapsed, steps / cpu))
+            print(f"round {r}: {algo:9s} n_envs={n_envs:2d}: {steps / elapsed:7.1f} env-steps/s, "
+                  f"{steps / cpu:6.1f} env-steps per CPU-second ({steps} steps in {elapsed:.1f} s, "
+                  f"{cpu:.1f} CPU-s in all processes; load average {os.getloadavg()[0]:.1f})", flush=True)
+    print("\n| algo | n_envs | training env-steps/s | env-steps per CPU-second |\n|---|---|---|---|")
     for (algo, n_envs), values in rates.items():
-        print(f"| {algo} | {n_envs} | {np.mean(values):.0f} |")
+        wall, per_cpu = np.mean(values, axis=0)
+        print(f"| {algo} | {n_envs} | {wall:.0f} | {per_cpu:.0f} |")
 
 
 if __name__ == "__main__":
