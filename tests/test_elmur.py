@@ -1,7 +1,6 @@
 """The ELMUR library: the model's two paths, PPOElmur's update, SB3 citizenship, errors, memory."""
 
 import dataclasses
-import os
 
 import gymnasium as gym
 import numpy as np
