@@ -11,7 +11,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from elmur_sb3 import ElmurConfig, ElmurCore, PPOElmur
 from recall_env import RandomLengthEnv, RecallBackEnv
-from test_elmur import SMALL, _record_train_inputs
+from test_elmur import SMALL, assert_update_is_exact
 
 th.set_num_threads(1)
 REFERENCE = Path(__file__).parent / "data" / "elmur_paper_reference.npz"
@@ -50,13 +50,7 @@ def test_update_recomputes_rollout_exactly_with_cache(cache_len, bptt_segments, 
     )  # fmt: skip
     for layer in [*model.policy.core_actor.layers, *getattr(model.policy.core_critic, "layers", [])]:
         th.nn.init.normal_(layer.self_bias)  # make every cached distance matter
-    deviations = _record_train_inputs(model)
-    model.learn(37 * 3 * 5)
-    assert len(deviations) == 5
-    assert max(d[0] for d in deviations) < 1e-5
-    assert max(d[1] for d in deviations) < 1e-5
-    assert model.logger.name_to_value["train/approx_kl"] < 1e-9
-    assert model.logger.name_to_value["train/clip_fraction"] == 0.0
+    assert_update_is_exact(model, n_updates=5)
 
 
 def _step_outputs(core: ElmurCore, features: th.Tensor, starts: th.Tensor) -> th.Tensor:

@@ -139,12 +139,17 @@ def test_update_recomputes_rollout_exactly(bptt_segments, shared_core, position_
             SMALL, shared_core=shared_core, memory_init_std=0.1, position_embedding=position_embedding
         ),
     )  # fmt: skip
+    assert_update_is_exact(model, n_updates=5)
+
+
+def assert_update_is_exact(model: PPOElmur, n_updates: int) -> None:
+    """Train a ``learning_rate=0`` model for ``n_updates`` rollouts: the segment path must give the
+    rollout's log-probs and values, and the update's ratio must be exactly 1."""
     deviations = _record_train_inputs(model)
-    model.learn(37 * 3 * 5)
-    assert len(deviations) == 5
+    model.learn(model.n_steps * model.n_envs * n_updates)
+    assert len(deviations) == n_updates
     assert max(d[0] for d in deviations) < 1e-5
     assert max(d[1] for d in deviations) < 1e-5
-    # learning_rate=0: the update's ratio is exactly what the rollout saw
     assert model.logger.name_to_value["train/approx_kl"] < 1e-9
     assert model.logger.name_to_value["train/clip_fraction"] == 0.0
 
