@@ -17,6 +17,7 @@ holds the seeds that finished on every env of the comparison (runs x tasks).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -77,7 +78,7 @@ def score_matrices(records: Sequence[dict[str, Any]]) -> tuple[list[str], dict[s
 
 def compute_aggregates(
     records: Sequence[dict[str, Any]],
-    reps: int = 5000,
+    reps: int = 2000,
     seed: int = 0,
     reference: str = REFERENCE_ALGO,
 ) -> dict[str, Any]:
@@ -86,7 +87,8 @@ def compute_aggregates(
     probability that ``reference`` beats each other algorithm (with its interval).
 
     :param records: one dict per finished run (see :func:`normalise`)
-    :param reps: bootstrap replications
+    :param reps: bootstrap replications of IQM and mean; the probability of improvement, which runs a
+        Mann-Whitney test per env per replication, gets a fifth of them (at least 200)
     :param seed: seed of the bootstrap (the intervals are reproducible)
     :param reference: the algorithm compared with every other one; the first algorithm when absent
     :return: ``{"envs", "normalisation", "algos": {algo: {"runs", "seeds", "iqm", "iqm_ci95", "mean",
@@ -103,7 +105,8 @@ def compute_aggregates(
         "normalisation": {env: NORMALISATION_TEXT[how[env]] for env in envs},
         "algos": {},
         "probability_of_improvement": [],
-        "bootstrap": {"method": "stratified bootstrap (rliable), percentile intervals", "reps": reps, "seed": seed},
+        "bootstrap": {"method": "stratified bootstrap (rliable), percentile intervals", "reps": reps,
+                      "reps_probability_of_improvement": max(reps // 5, 200), "seed": seed},  # fmt: skip
         "matrices": {algo: m.tolist() for algo, m in matrices.items()},
     }
     if not matrices:
@@ -112,9 +115,11 @@ def compute_aggregates(
     def aggregate_func(x: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
 
-    points, intervals = rly.get_interval_estimates(
-        matrices, aggregate_func, reps=reps, random_state=np.random.RandomState(seed)
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # arch, inside rliable, on passing a RandomState
+        points, intervals = rly.get_interval_estimates(
+            matrices, aggregate_func, reps=reps, random_state=np.random.RandomState(seed)
+        )
     for algo, matrix in matrices.items():
         iv = np.asarray(intervals[algo])
         result["algos"][algo] = {
@@ -132,9 +137,11 @@ def compute_aggregates(
         def poi_func(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             return np.array([metrics.probability_of_improvement(x, y)])
 
-        p_points, p_intervals = rly.get_interval_estimates(
-            pairs, poi_func, reps=max(reps // 5, 200), random_state=np.random.RandomState(seed)
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            p_points, p_intervals = rly.get_interval_estimates(
+                pairs, poi_func, reps=result["bootstrap"]["reps_probability_of_improvement"], random_state=np.random.RandomState(seed)
+            )
         for key in pairs:
             x, y = key.split(",")
             iv = np.asarray(p_intervals[key])
@@ -169,14 +176,15 @@ def plot_performance_profile(
         return False
     taus = np.linspace(0.0, 1.0, 101)
     np.random.seed(seed)  # create_performance_profile takes no random_state
-    profiles, cis = rly.create_performance_profile(matrices, taus, reps=reps)
+    labelled = {f"{algo} ({m.shape[0]} runs x {m.shape[1]} envs)": m for algo, m in matrices.items()}
+    profiles, cis = rly.create_performance_profile(labelled, taus, reps=reps)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_utils.plot_performance_profiles(
         profiles, taus, performance_profile_cis=cis, ax=ax,
         xlabel=r"normalised score ($\tau$)", ylabel=r"fraction of runs with score > $\tau$",
     )  # fmt: skip
     ax.set_title(f"performance profile over {len(envs)} envs (95% stratified-bootstrap bands)")
-    ax.legend([f"{algo} ({m.shape[0]} runs x {m.shape[1]} envs)" for algo, m in matrices.items()], loc="upper right")
+    ax.legend(handles=ax.get_lines(), loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -204,7 +212,7 @@ def aggregates_markdown(agg: dict[str, Any]) -> str:
     lines += [
         "",
         f"Scores normalised to [0, 1] per env; intervals: {agg['bootstrap']['method']}, "
-        f"{agg['bootstrap']['reps']} replications. IQM: mean of the middle 50% of all runs x envs. "
+        f"{agg['bootstrap']['reps']} replications ({agg['bootstrap']['reps_probability_of_improvement']} for P(X > Y)). IQM: mean of the middle 50% of all runs x envs. "
         "An algorithm's runs are the seeds that finished on every env.",
     ]
     for text in dict.fromkeys(agg["normalisation"].values()):
@@ -229,7 +237,7 @@ def run_records(cells: Sequence[tuple[str, str, str, int, Path]]) -> list[dict[s
     return records
 
 
-def write_suite_report(out: Path, env_tables: dict[str, str], records: Sequence[dict[str, Any]], reps: int = 5000) -> str:
+def write_suite_report(out: Path, env_tables: dict[str, str], records: Sequence[dict[str, Any]], reps: int = 2000) -> str:
     """
     Write the report of a comparison over several envs: ``results.md`` (the rliable aggregate, then
     every env's table), ``aggregate.json`` and ``performance_profile.png``.
@@ -241,12 +249,9 @@ def write_suite_report(out: Path, env_tables: dict[str, str], records: Sequence[
     :return: the aggregate's markdown section
     """
     import json
-    import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # arch's note on RandomState, inside rliable
-        agg = compute_aggregates(records, reps=reps)
-        plotted = plot_performance_profile(records, out / "performance_profile.png", reps=min(reps, 2000))
+    agg = compute_aggregates(records, reps=reps)
+    plotted = plot_performance_profile(records, out / "performance_profile.png", reps=min(reps, 1000))
     section = aggregates_markdown(agg)
     if plotted:
         section += "\n![performance profile](performance_profile.png)\n"

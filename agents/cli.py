@@ -1,4 +1,4 @@
-"""The ``train.py`` command line: train (default), ``--resume``, ``--eval-only`` and ``compare``.
+"""The ``train.py`` command line: train (default), ``--resume``, ``--eval-only``, ``compare`` and ``tune``.
 
 Usage::
 
@@ -8,6 +8,9 @@ Usage::
     python train.py --env tmaze-100 --algo ppo-elmur --trained-agent runs/<tmaze-30 run>/final_model.zip --hp bptt_segments=11
     python train.py --eval-only runs/<run dir>/final_model.zip --eval-env tmaze-100000
     python train.py compare --env popgym-RepeatPrevious --algos ppo-elmur ppo-lstm ppo --seeds 3 --jobs 2
+    python train.py compare --backend ray --address <head>:6379 --env popgym-all --algos ppo-elmur ppo-lstm --seeds 3
+    python train.py tune --env popgym-RepeatPrevious --algo ppo-lstm --trials 32 --timesteps 500000
+    python train.py --env popgym-RepeatPrevious --preset runs/<tune dir>/best.yml
 
 User errors (unknown env, algo or ``--hp`` key, bad run directory) print one line and exit with
 code 2, like argparse's own errors; ``--debug`` shows the traceback instead.
@@ -53,6 +56,8 @@ def _train_parser() -> argparse.ArgumentParser:
         "hyperparameters: a curriculum step, e.g. train tmaze-30, then tmaze-100 from its final_model.zip",
     )
     parser.add_argument("--eval-only", type=Path, metavar="MODEL.zip", help="evaluate a saved model, write the result as JSON and exit")
+    parser.add_argument("--preset", type=Path, metavar="PRESET.yml",
+                        help="hyperparameters written by `train.py tune` (best.yml), applied before --hp; sets --algo")  # fmt: skip
     _add_session_flags(parser)
     return parser
 
@@ -95,9 +100,12 @@ def _compare_parser() -> argparse.ArgumentParser:
         description="Train every (algorithm, seed) pair in parallel processes, then write a markdown table "
         "(mean and 95% t-interval over seeds) and a learning-curve plot. --hp items apply to every algorithm; "
         "prefix one with '<algo>:' (ppo-elmur:policy_kwargs.segment_len=32) to apply it to that algorithm only. "
-        "Rerunning with the same --out skips finished runs and resumes interrupted ones.",
+        "Rerunning with the same --out skips finished runs and resumes interrupted ones. "
+        "Several envs or suites give one grid; the report then adds rliable aggregates over the envs.",
     )
-    parser.add_argument("--env", required=True, help="environment (as for training)")
+    parser.add_argument("--env", nargs="+", required=True,
+                        help="environments (as for training) and suites: popgym-all, popgym-core, popgym-<category>[-easy|-medium|-hard], "
+                        "mikasa-all, mikasa-remember, mikasa-<family>")  # fmt: skip
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), help=f"algorithms (default: {' '.join(ALGOS)})")
     parser.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds (default 3)")
     parser.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
@@ -105,8 +113,64 @@ def _compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: runs/compare__<env>__<timestamp>)")
     parser.add_argument("--table-only", action="store_true", help="do not train: rebuild the table and plot from the runs in --out")
     _add_protocol_flags(parser)
-    parser.add_argument("--device", default="cpu", help="torch device of each run (default: cpu)")
+    parser.add_argument("--preset", nargs="+", type=Path, default=None, metavar="PRESET.yml",
+                        help="presets written by `train.py tune`, each applied to its algorithm's cells before --hp")  # fmt: skip
+    parser.add_argument("--bootstrap-reps", type=_positive_int, default=2000,
+                        help="stratified-bootstrap replications of the aggregates over several envs (default 2000)")
+    parser.add_argument("--device", default=None, help="torch device of each run (default: cuda with --gpus-per-run > 0, else cpu)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: worker processes on this machine (default); ray: one Ray Tune trial per run")  # fmt: skip
+    _add_ray_flags(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    return parser
+
+
+def _nonnegative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _add_ray_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray (compare --backend ray, tune)")
+    group.add_argument("--address", default=None,
+                       help="join a running Ray cluster (the address `ray start --head` prints, or 'auto'); default: a local Ray")
+    group.add_argument("--cpus-per-run", type=_nonnegative_float, default=1.0,
+                       help="CPUs each run reserves, fractions allowed (default 1); also its torch threads")
+    group.add_argument("--gpus-per-run", type=_nonnegative_float, default=0.0,
+                       help="GPUs each run reserves, fractions allowed, e.g. 0.25 (default 0)")
+    group.add_argument("--max-failures", type=int, default=2,
+                       help="restarts of a failed run (e.g. its worker died), each from its last checkpoint (default 2)")  # fmt: skip
+
+
+def _tune_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} tune",
+        description="Search hyperparameters of one algorithm on one env on Ray Tune: Optuna's TPE sampler, ASHA early "
+        "stopping on the evaluation score (MMER or success rate). Writes <out>/best.yml, a preset for --preset, "
+        "and <out>/trials.md. The search space: agents/hyperparams/search/common.yml + <algo>.yml, or --space.",
+    )
+    parser.add_argument("--env", required=True, help="environment (as for training)")
+    parser.add_argument("--algo", required=True, help=f"algorithm: {', '.join(ALGOS)}")
+    parser.add_argument("--trials", type=_positive_int, required=True, help="number of trials (configurations)")
+    parser.add_argument("--timesteps", type=_positive_int, required=True, help="budget of each trial in env steps")
+    parser.add_argument("--space", type=Path, default=None, help="search-space YAML (default: search/common.yml + search/<algo>.yml)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every trial (default 0)")
+    parser.add_argument("--search-seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
+    parser.add_argument("--grace-period", type=_positive_int, default=None,
+                        help="ASHA: env steps before a trial can be stopped (default: max(eval_freq, timesteps / 9))")
+    parser.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep the top 1/N at each rung (default 3)")
+    parser.add_argument("--max-concurrent", type=_positive_int, default=None, help="trials at a time (default: as resources allow)")
+    parser.add_argument("--jobs", type=_positive_int, default=None, help="CPUs of a local Ray (default: all); ignored with --address")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: runs/tune__<env>__<algo>__<timestamp>)")
+    parser.add_argument("--n-envs", type=int, default=None, help="parallel training envs (default: the preset's)")
+    parser.add_argument("--eval-freq", type=int, default=None, help="evaluate every N env steps (default: the preset's)")
+    parser.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default: the preset's)")
+    parser.add_argument("--hp", nargs="+", default=None, metavar="KEY=VALUE", help="fixed for every trial; a key given here is not searched")
+    parser.add_argument("--device", default=None, help="torch device of each run (default: cuda with --gpus-per-run > 0, else cpu)")
+    _add_ray_flags(parser)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")  # fmt: skip
     return parser
 
 
@@ -127,23 +191,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     :return: the exit code
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    is_compare = bool(argv) and argv[0] == "compare"
-    parser = _compare_parser() if is_compare else _train_parser()
-    args = parser.parse_args(argv[1:] if is_compare else argv)
+    command = argv[0] if argv and argv[0] in ("compare", "tune") else None
+    parser = {"compare": _compare_parser, "tune": _tune_parser, None: _train_parser}[command]()
+    args = parser.parse_args(argv[1:] if command else argv)
     # Imported after argparse, so --help does not wait for torch.
     import envs
 
     from agents.hyperparams import parse_overrides
     from agents.rundir import RunError
 
+    from agents.suites import UnknownSuiteError
+
     try:
-        overrides = parse_overrides(args.hp)  # once; compare hands the parsed items to its cells
-        if is_compare:
+        if command == "tune":
+            from agents.tune import run_tune
+
+            return run_tune(args, argv)
+        # --preset items come first, so --hp still overrides them; parsed once, compare hands them to its cells.
+        overrides = parse_overrides(_preset_items(args, parser, command == "compare") + (args.hp or []))
+        if command == "compare":
             from agents.compare import run_compare
 
             return run_compare(args, overrides, argv)
         return _main_train(args, parser, argv, overrides)
-    except (envs.UnknownEnvError, UnknownAlgoError, UnknownPolicyError, HyperparamError, AlgoImportError, ImportError, RunError) as exc:
+    except (envs.UnknownEnvError, UnknownAlgoError, UnknownPolicyError, HyperparamError, AlgoImportError, ImportError, RunError,
+            UnknownSuiteError) as exc:  # fmt: skip
         if args.debug:
             raise
         return _user_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -151,6 +223,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Outside training (start-up, evaluation): nothing to save.
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+def _preset_items(args: argparse.Namespace, parser: argparse.ArgumentParser, is_compare: bool) -> list[str]:
+    """:return: the ``--hp`` items of ``--preset`` (compare: prefixed ``<algo>:``); train.py takes the preset's algorithm"""
+    from agents.presets import preset_overrides, read_preset
+
+    if not args.preset:
+        return []
+    if is_compare:
+        return preset_overrides(args.preset, args.algos, per_algo_prefix=True)
+    if args.resume is not None:
+        parser.error("--resume continues the recorded configuration; drop --preset")
+    algo, _ = read_preset(args.preset)
+    args.algo = args.algo or algo
+    return preset_overrides([args.preset], [args.algo], per_algo_prefix=False)
 
 
 def _main_train(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str], overrides: list[Override]) -> int:

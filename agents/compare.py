@@ -15,6 +15,11 @@ Output directory::
     results.md                      the table (mean and 95% t-interval over seeds)
     results.json                    the same numbers, machine-readable
     learning_curves.png             evaluation return (or success rate) vs env steps, mean +- 95% CI
+
+With several envs (``--env A B`` or a suite), each env gets that layout in ``<out>/<env>/``, and
+``<out>/results.md`` adds rliable aggregates over the envs (:mod:`agents.aggregate`). With
+``--backend ray`` the same cells run as Ray Tune trials (:mod:`agents.sweep_ray`), on this machine or
+a cluster (``--address``), into the same run directories.
 """
 
 from __future__ import annotations
@@ -196,30 +201,29 @@ def run_jobs(jobs: list[Job], n_jobs: int) -> bool:
     return True
 
 
-def run_compare(args: argparse.Namespace, overrides: Sequence[Override], argv: list[str]) -> int:
+def _env_dirs(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
     """
-    :param args: parsed ``compare`` flags
-    :param overrides: the parsed ``--hp`` items
-    :param argv: the command line, recorded in results.json
-    :return: exit code (0 when every run finished, 1 when some failed, 130 when interrupted)
+    :param args: parsed ``compare`` flags; ``--env`` names and suites
+    :return: the output directory and each env's directory in it: the output directory itself for one
+        env, ``<out>/<env>/`` for several (each laid out as a one-env comparison)
     """
+    import envs
+
+    from agents.suites import expand_envs
+
+    names = list(dict.fromkeys(envs.resolve_env_name(name) for name in expand_envs(args.env)))
     out: Path = args.out
     if out is None:
-        import envs
-
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"compare__{envs.resolve_env_name(args.env)}__{stamp}"
+        out = Path("runs") / f"compare__{names[0] if len(names) == 1 else f'{len(names)}envs'}__{stamp}"
     out = out.resolve()
-    jobs = plan(args, overrides, out)
+    return out, {env: out if len(names) == 1 else out / env for env in names}
+
+
+def _report_env(out: Path, jobs: list[Job], argv: list[str], started: float) -> str:
+    """Write one env's summaries/, results.md, learning_curves.png and results.json; :return: the table"""
     env_name, family = jobs[0].exp.env, jobs[0].exp.family
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    completed = True
-    if not args.table_only:
-        n_skip = sum(j.skipped for j in jobs)
-        print(f"compare on {env_name}: {len(jobs)} runs ({n_skip} already finished), {args.jobs} at a time -> {out}", flush=True)
-        completed = run_jobs(jobs, args.jobs)
-    (out / "summaries").mkdir(exist_ok=True)
+    (out / "summaries").mkdir(parents=True, exist_ok=True)
     for job in jobs:
         if (job.run_dir / SUMMARY_FILE).exists():
             shutil.copy(job.run_dir / SUMMARY_FILE, out / "summaries" / f"{job.name}.json")
@@ -237,14 +241,52 @@ def run_compare(args: argparse.Namespace, overrides: Sequence[Override], argv: l
         ],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("\n" + table)
-    print(f"written: {out / 'results.md'}, {out / 'learning_curves.png'}, {out / 'results.json'}")
+    return table
+
+
+def run_compare(args: argparse.Namespace, overrides: Sequence[Override], argv: list[str]) -> int:
+    """
+    :param args: parsed ``compare`` flags
+    :param overrides: the parsed ``--hp`` items
+    :param argv: the command line, recorded in results.json
+    :return: exit code (0 when every run finished, 1 when some failed, 130 when interrupted)
+    """
+    if args.device is None:
+        args.device = "cuda" if args.backend == "ray" and args.gpus_per_run > 0 else "cpu"
+    out, env_dirs = _env_dirs(args)
+    by_env = {env: plan(argparse.Namespace(**{**vars(args), "env": env}), overrides, d) for env, d in env_dirs.items()}
+    jobs = [job for env_jobs in by_env.values() for job in env_jobs]
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    completed = True
+    if not args.table_only:
+        n_skip = sum(j.skipped for j in jobs)
+        names = ", ".join(env_dirs) if len(env_dirs) <= 3 else f"{len(env_dirs)} envs"
+        where = "on Ray" if args.backend == "ray" else f"{args.jobs} at a time"
+        print(f"compare on {names}: {len(jobs)} runs ({n_skip} already finished), {where} -> {out}", flush=True)
+        if args.backend == "ray":
+            from agents.sweep_ray import ray_options, run_jobs_on_ray
+
+            completed = run_jobs_on_ray(jobs, out, ray_options(args), args.device)
+        else:
+            completed = run_jobs(jobs, args.jobs)
+    tables = {env: _report_env(env_dirs[env], env_jobs, argv, started) for env, env_jobs in by_env.items()}
+    if len(env_dirs) == 1:
+        print("\n" + next(iter(tables.values())))
+        print(f"written: {out / 'results.md'}, {out / 'learning_curves.png'}, {out / 'results.json'}")
+    else:
+        from agents.aggregate import run_records, write_suite_report
+
+        cells = [(j.exp.env, j.exp.family, j.exp.algo, j.exp.seed, j.run_dir) for j in jobs]
+        print("\n" + write_suite_report(out, tables, run_records(cells), reps=args.bootstrap_reps))
+        print(f"written: {out / 'results.md'} (aggregate and every env's table), {out / 'aggregate.json'}, "
+              f"{out / 'performance_profile.png'}, <env>/ (as for one env)")  # fmt: skip
     if not completed:
         print(f"interrupted: rerun the same command (with --out {out}) to resume the unfinished runs", file=sys.stderr)
         return 130
-    failed = [j.name for j in jobs if j.returncode not in (0, None)]
+    failed = [j.run_dir.name for j in jobs if j.returncode not in (0, None)]
     if failed:
-        print(f"failed runs: {', '.join(failed)} (see {out / 'logs'})", file=sys.stderr)
+        print(f"failed runs: {', '.join(failed)} (see the logs/ folders in {out})", file=sys.stderr)
         return 1
     return 0
 

@@ -195,24 +195,37 @@ def checkpoint_vecnormalize(model_path: Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def _save_whole(save: Any, path: Path) -> None:
+    """
+    ``save(tmp)`` to a temporary name next to ``path``, then rename it to ``path``: the file appears whole
+    or not at all, so a process killed mid-save (a lost node, SIGKILL) leaves the previous file usable.
+
+    :param save: a function that writes the file at the path it is given (``model.save``, ``VecNormalize.save``)
+    :param path: the final path
+    """
+    tmp = path.with_name(f"{path.stem}.partial{path.suffix}")  # keeps the suffix SB3 expects; no checkpoint name matches it
+    save(str(tmp))
+    os.replace(tmp, path)
+
+
 def save_checkpoint(model: Any, run_dir: Path) -> Path:
-    """Save model (+ VecNormalize) under the same names CheckpointCallback uses, so resume finds it."""
+    """Save model (+ VecNormalize) under the same names CheckpointCallback uses, so resume finds it; each file appears whole or not at all."""
     ckpt_dir = run_dir / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"{CHECKPOINT_PREFIX}_{model.num_timesteps}_steps.zip"
-    model.save(str(path))
     vecnorm = model.get_vec_normalize_env()
-    if vecnorm is not None:
-        vecnorm.save(str(ckpt_dir / f"{CHECKPOINT_PREFIX}_vecnormalize_{model.num_timesteps}_steps.pkl"))
+    if vecnorm is not None:  # first, so a model checkpoint never lacks its statistics
+        _save_whole(vecnorm.save, ckpt_dir / f"{CHECKPOINT_PREFIX}_vecnormalize_{model.num_timesteps}_steps.pkl")
+    path = ckpt_dir / f"{CHECKPOINT_PREFIX}_{model.num_timesteps}_steps.zip"
+    _save_whole(model.save, path)
     return path
 
 
 def save_final_model(model: Any, run_dir: Path) -> None:
-    """Save ``final_model.zip`` (+ ``vecnormalize.pkl``)."""
-    model.save(str(run_dir / FINAL_MODEL))
+    """Save ``final_model.zip`` (+ ``vecnormalize.pkl``), each whole or not at all."""
     vecnorm = model.get_vec_normalize_env()
     if vecnorm is not None:
-        vecnorm.save(str(run_dir / FINAL_VECNORM))
+        _save_whole(vecnorm.save, run_dir / FINAL_VECNORM)
+    _save_whole(model.save, run_dir / FINAL_MODEL)
 
 
 def load_evaluations(run_dir: Path) -> dict[str, np.ndarray] | None:

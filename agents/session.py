@@ -9,6 +9,7 @@ checkpoint into the same files.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import shutil
 import signal
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 
 from agents.build import build_model, check_model_zip, load_trained_agent, make_eval_env, make_train_env
 from agents.experiment import Experiment, experiment_from_config
@@ -62,15 +63,34 @@ class RunOptions:
     :param device: torch device
     :param progress_bar: show SB3's progress bar (tqdm + rich)
     :param verbose: SB3 verbosity (0: only the evaluation lines and the summary)
+    :param after_eval: an SB3 callback the evaluation callback runs after every evaluation (its
+        ``callback_after_eval``; its ``parent`` is the EvalCallback), e.g. one that reports to Ray Tune
     """
 
     device: str = "auto"
     progress_bar: bool = True
     verbose: int = 0
+    after_eval: BaseCallback | None = None
 
 
 class RunEvalCallback(EvalCallback):
-    """SB3's EvalCallback, which can also continue a resumed run's record and evaluate on demand."""
+    """SB3's EvalCallback, which can also continue a resumed run's record and evaluate on demand, and writes ``evaluations.npz`` whole or not at all."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._record_path: str | None = None
+        if self.log_path is not None:
+            # np.savez writes "<log_path>.npz" in place; write a partial file and rename it after each evaluation,
+            # so a process killed mid-write (a lost node) leaves the previous record intact.
+            self._record_path = self.log_path + ".npz"
+            self.log_path = self.log_path + ".partial"
+
+    def _on_step(self) -> bool:
+        before = len(self.evaluations_timesteps)
+        continue_training = super()._on_step()
+        if self._record_path is not None and len(self.evaluations_timesteps) > before:
+            os.replace(self.log_path + ".npz", self._record_path)
+        return continue_training
 
     def restore(self, evals: dict[str, np.ndarray] | None, upto: int) -> None:
         """
@@ -105,9 +125,22 @@ class RunEvalCallback(EvalCallback):
             self.eval_freq = every
 
 
-def _make_callbacks(exp: Experiment, run_dir: Path, eval_env: Any, progress_bar: bool) -> tuple[RunEvalCallback, Any, Any]:
+class RunCheckpointCallback(CheckpointCallback):
+    """SB3's CheckpointCallback, saving through :func:`agents.rundir.save_checkpoint` (same names), whose files appear whole or not at all."""
+
+    def __init__(self, save_freq: int, run_dir: Path) -> None:
+        super().__init__(save_freq, str(run_dir / CHECKPOINT_DIR), name_prefix=CHECKPOINT_PREFIX, save_vecnormalize=True)
+        self.run_dir = run_dir
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            save_checkpoint(self.model, self.run_dir)
+        return True
+
+
+def _make_callbacks(exp: Experiment, run_dir: Path, eval_env: Any, options: RunOptions) -> tuple[RunEvalCallback, Any, Any]:
     """:return: (the evaluation callback, the progress bar callback or None, the CallbackList to pass to learn)"""
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, ProgressBarCallback
+    from stable_baselines3.common.callbacks import CallbackList, ProgressBarCallback
 
     hp = exp.hyperparams
     n_envs = hp["n_envs"]
@@ -116,6 +149,7 @@ def _make_callbacks(exp: Experiment, run_dir: Path, eval_env: Any, progress_bar:
         eval_env,
         n_eval_episodes=hp["eval_episodes"],
         eval_freq=max(hp["eval_freq"] // n_envs, 1) if hp["eval_freq"] > 0 else 0,
+        callback_after_eval=options.after_eval,
         log_path=str(run_dir),  # EvalCallback appends "evaluations(.npz)"
         best_model_save_path=str(run_dir),
         deterministic=hp["eval_deterministic"],
@@ -125,17 +159,10 @@ def _make_callbacks(exp: Experiment, run_dir: Path, eval_env: Any, progress_bar:
     )
     callbacks = [eval_cb]
     if hp["checkpoint_freq"] > 0:
-        callbacks.append(
-            CheckpointCallback(
-                save_freq=max(hp["checkpoint_freq"] // n_envs, 1),
-                save_path=str(run_dir / CHECKPOINT_DIR),
-                name_prefix=CHECKPOINT_PREFIX,
-                save_vecnormalize=True,
-            )
-        )
+        callbacks.append(RunCheckpointCallback(max(hp["checkpoint_freq"] // n_envs, 1), run_dir))
     # Built here rather than by learn(progress_bar=True), so an interrupted run can close the bar
     # (the rich display would otherwise swallow the closing summary).
-    pbar_cb = ProgressBarCallback() if progress_bar else None
+    pbar_cb = ProgressBarCallback() if options.progress_bar else None
     if pbar_cb is not None:
         callbacks.append(pbar_cb)
     return eval_cb, pbar_cb, CallbackList(callbacks)
@@ -292,7 +319,7 @@ def train(
             load_trained_agent(model, trained_agent)
             extra["trained_agent"] = str(trained_agent)
         write_config(run_dir, exp, extra)
-        callbacks = _make_callbacks(exp, run_dir, eval_env, options.progress_bar)
+        callbacks = _make_callbacks(exp, run_dir, eval_env, options)
         print(f"run dir: {run_dir}\n{exp.algo} ({exp.hyperparams['policy']}) on {exp.env}, seed {exp.seed}, "
               f"{exp.hyperparams['n_timesteps']:,} steps, {exp.hyperparams['n_envs']} envs", flush=True)
         return _run_session(exp, model, run_dir, exp.hyperparams["n_timesteps"], [], callbacks)
@@ -348,7 +375,7 @@ def resume(run_dir: Path, options: RunOptions, timesteps: int | None = None, com
         model.set_random_seed(session_seed)
         if model.num_timesteps != steps:
             warnings.warn(f"checkpoint name says {steps} steps, model says {model.num_timesteps}")
-        callbacks = _make_callbacks(exp, run_dir, eval_env, options.progress_bar)
+        callbacks = _make_callbacks(exp, run_dir, eval_env, options)
         callbacks[0].restore(load_evaluations(run_dir), model.num_timesteps)
         config.setdefault("resumed", []).append(
             {

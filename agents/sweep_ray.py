@@ -168,9 +168,8 @@ def run_and_report(cell: Cell, device: str, threads: int, attempts_dir: Path) ->
         summary = run_cell_reporting(
             cell.exp,
             cell.run_dir,
-            RunOptions(device=device, progress_bar=False, verbose=0),
+            RunOptions(device=device, progress_bar=False, verbose=0, after_eval=TuneReportCallback(cell.run_dir, cell.exp.metric)),
             cell.command,
-            after_eval=TuneReportCallback(cell.run_dir, cell.exp.metric),
         )
     if summary.get("exit_code") != 0 or summary.get("status") != "finished":
         raise RuntimeError(f"{cell.name}: run ended with status {summary.get('status')!r}, exit code {summary.get('exit_code')}")
@@ -339,28 +338,8 @@ def run_jobs_on_ray(jobs: Sequence[Any], out: Path, options: RayOptions, device:
     return True
 
 
-def _nonnegative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def add_ray_flags(parser: argparse.ArgumentParser) -> None:
-    """Add the Ray flags that ``compare --backend ray`` and ``tune`` share."""
-    group = parser.add_argument_group("Ray (compare --backend ray, tune)")
-    group.add_argument("--address", default=None,
-                       help="join a running Ray cluster (the address `ray start --head` prints, or 'auto'); default: a local Ray")
-    group.add_argument("--cpus-per-run", type=_nonnegative_float, default=1.0,
-                       help="CPUs each run reserves, fractions allowed (default 1); also its torch threads")
-    group.add_argument("--gpus-per-run", type=_nonnegative_float, default=0.0,
-                       help="GPUs each run reserves, fractions allowed, e.g. 0.25 (default 0)")
-    group.add_argument("--max-failures", type=int, default=2,
-                       help="restarts of a failed run (e.g. its worker died), each from its last checkpoint (default 2)")  # fmt: skip
-
-
 def ray_options(args: argparse.Namespace) -> RayOptions:
-    """:return: the :class:`RayOptions` of parsed flags (see :func:`add_ray_flags`; ``--jobs`` sizes a local Ray)"""
+    """:return: the :class:`RayOptions` of parsed ``compare``/``tune`` flags (``--jobs`` sizes a local Ray)"""
     return RayOptions(
         address=args.address,
         cpus_per_run=args.cpus_per_run,
@@ -382,5 +361,5 @@ def attempts(out: Path, cell_name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["Cell", "RayOptions", "TuneReportCallback", "add_ray_flags", "attempts", "cell_trainable", "init_ray", "ray_options", "run_and_report", "run_cells", "run_jobs_on_ray"]
+__all__ = ["Cell", "RayOptions", "TuneReportCallback", "attempts", "cell_trainable", "init_ray", "ray_options", "run_and_report", "run_cells", "run_jobs_on_ray"]
 

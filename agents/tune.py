@@ -29,47 +29,10 @@ import yaml
 
 from agents.presets import _item, write_preset
 from agents.sweep_api import HYPERPARAMS_DIR, PROTOCOL_KEYS, HyperparamError, parse_overrides, resolve_experiment
-from agents.sweep_ray import Cell, add_ray_flags, init_ray, ray_options, run_and_report
+from agents.sweep_ray import Cell, init_ray, ray_options, run_and_report
 
 SEARCH_DIR = HYPERPARAMS_DIR / "search"
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def build_parser(prog: str = "train.py tune") -> argparse.ArgumentParser:
-    """:return: the parser of ``train.py tune``"""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Search hyperparameters of one algorithm on one env: Optuna TPE through Ray Tune, ASHA early "
-        "stopping on the evaluation score (MMER or success rate); writes <out>/best.yml, a preset for --preset.",
-    )
-    parser.add_argument("--env", required=True, help="environment (as for training)")
-    parser.add_argument("--algo", required=True, help="algorithm (ppo-elmur, ppo-lstm, ppo)")
-    parser.add_argument("--trials", type=_positive_int, required=True, help="number of trials (configurations)")
-    parser.add_argument("--timesteps", type=_positive_int, required=True, help="budget of each trial in env steps")
-    parser.add_argument("--space", type=Path, default=None, help="search-space YAML (default: search/common.yml + search/<algo>.yml)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed of every trial (default 0)")
-    parser.add_argument("--search-seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
-    parser.add_argument("--grace-period", type=_positive_int, default=None,
-                        help="ASHA: env steps before a trial can be stopped (default: max(eval_freq, timesteps / 9))")
-    parser.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep the top 1/N at each rung (default 3)")
-    parser.add_argument("--max-concurrent", type=_positive_int, default=None, help="trials at a time (default: as resources allow)")
-    parser.add_argument("--jobs", type=_positive_int, default=None, help="CPUs of a local Ray (default: all); ignored with --address")
-    parser.add_argument("--out", type=Path, default=None, help="output directory (default: runs/tune__<env>__<algo>__<timestamp>)")
-    parser.add_argument("--n-envs", type=int, default=None, help="parallel training envs (default: the preset's)")
-    parser.add_argument("--eval-freq", type=int, default=None, help="evaluate every N env steps (default: the preset's)")
-    parser.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default: the preset's)")
-    parser.add_argument("--hp", nargs="+", default=None, metavar="KEY=VALUE", help="fixed overrides for every trial (not searched)")
-    parser.add_argument("--device", default=None, help="torch device of each run (default: cuda with --gpus-per-run, else cpu)")
-    add_ray_flags(parser)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")  # fmt: skip
-    return parser
 
 
 def load_space(algo: str, path: Path | None = None) -> dict[str, dict[str, list[Any]]]:
@@ -248,4 +211,4 @@ def _write_results(args: argparse.Namespace, argv: Sequence[str], base: Any, spa
     return 0
 
 
-__all__ = ["build_parser", "load_space", "run_tune", "to_tune_space", "tune_trainable"]
+__all__ = ["load_space", "run_tune", "to_tune_space", "tune_trainable"]
