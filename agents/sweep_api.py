@@ -12,7 +12,7 @@ from typing import Any
 from agents.experiment import Experiment, resolve_experiment
 from agents.hyperparams import HYPERPARAMS_DIR, PROTOCOL_KEYS, HyperparamError, parse_overrides
 from agents.registry import get_algo
-from agents.rundir import list_checkpoints, read_summary
+from agents.rundir import is_finished, list_checkpoints, read_summary
 from agents.session import RunOptions, run_cell
 
 
@@ -49,6 +49,7 @@ __all__ = [
     "HyperparamError",
     "RunOptions",
     "get_algo",
+    "is_finished",
     "list_checkpoints",
     "mikasa_families",
     "parse_overrides",

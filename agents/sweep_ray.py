@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.sweep_api import Experiment, RunOptions, list_checkpoints, run_cell_reporting
+from agents.sweep_api import Experiment, RunOptions, is_finished, list_checkpoints, run_cell_reporting
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Name of the small file inside a Tune checkpoint: where the run and its SB3 checkpoint are.
@@ -323,7 +323,7 @@ def run_jobs_on_ray(jobs: Sequence[Any], out: Path, options: RayOptions, device:
     :param out: the comparison's output directory (Tune's state goes to ``<out>/ray``)
     :param options: cluster address, resources per trial, restarts
     :param device: torch device of each run
-    :return: True (an interrupted Tune run leaves its unfinished jobs failed; rerunning resumes them)
+    :return: False when the Tune run was stopped (Ctrl-C) before every job finished; rerunning resumes them
     """
     pending = [j for j in jobs if not j.skipped]
     cells = [Cell(j.run_dir.name, j.exp, j.run_dir, j.log, list(j.command)) for j in pending]
@@ -331,11 +331,15 @@ def run_jobs_on_ray(jobs: Sequence[Any], out: Path, options: RayOptions, device:
     print(f"Ray backend: {len(cells)} trials on {where}, {options.cpus_per_run:g} CPU and {options.gpus_per_run:g} GPU "
           f"each, up to {options.max_failures} restarts each", flush=True)  # fmt: skip
     status = run_cells(cells, out, options, device, experiment_name="compare-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    stopped = False
     for job, cell in zip(pending, cells):
-        job.returncode = 0 if status.get(cell.name) == "finished" else 1
-        if job.returncode:
+        # The run directory decides, not Tune: a trial stopped by Ctrl-C ends without an error, unfinished.
+        job.returncode = 0 if is_finished(job.run_dir, job.exp.hyperparams["n_timesteps"]) else 1
+        if job.returncode and status.get(cell.name) == "finished":
+            stopped = True
+        elif job.returncode:
             print(f"{cell.name}: {status.get(cell.name)}", file=sys.stderr, flush=True)
-    return True
+    return not stopped
 
 
 def ray_options(args: argparse.Namespace) -> RayOptions:
