@@ -132,6 +132,13 @@ def _nonnegative_float(text: str) -> float:
     return value
 
 
+def _above_one(text: str) -> float:
+    value = float(text)
+    if value <= 1:
+        raise argparse.ArgumentTypeError(f"must be > 1, got {value}")
+    return value
+
+
 def _add_ray_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Ray (compare --backend ray, tune)")
     group.add_argument("--address", default=None,
@@ -160,7 +167,7 @@ def _tune_parser() -> argparse.ArgumentParser:
     parser.add_argument("--search-seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
     parser.add_argument("--grace-period", type=_positive_int, default=None,
                         help="ASHA: env steps before a trial can be stopped (default: max(eval_freq, timesteps / 9))")
-    parser.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep the top 1/N at each rung (default 3)")
+    parser.add_argument("--reduction-factor", type=_above_one, default=3.0, help="ASHA: keep the top 1/N at each rung (default 3)")
     parser.add_argument("--max-concurrent", type=_positive_int, default=None, help="trials at a time (default: as resources allow)")
     parser.add_argument("--jobs", type=_positive_int, default=None, help="CPUs of a local Ray (default: all); ignored with --address")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: runs/tune__<env>__<algo>__<timestamp>)")

@@ -23,8 +23,13 @@ import yaml
 from agents.sweep_api import HyperparamError, get_algo
 
 
-def _item(key: str, value: Any) -> str:
-    # JSON spells numbers, booleans, null and lists the way the --hp parser (YAML) reads them back.
+def hp_item(key: str, value: Any) -> str:
+    """
+    :param key: an ``--hp`` key, e.g. ``policy_kwargs.segment_len``
+    :param value: its value
+    :return: the ``key=value`` item; JSON spells numbers, booleans, null and lists the way the ``--hp``
+        parser (YAML) reads them back
+    """
     return f"{key}={json.dumps(value)}"
 
 
@@ -44,7 +49,7 @@ def read_preset(path: Path) -> tuple[str, list[str]]:
     if not isinstance(data, dict) or not isinstance(data.get("algo"), str) or not isinstance(data.get("hp"), dict):
         raise HyperparamError(f"--preset {path}: expected a mapping with 'algo' and 'hp' (as written by train.py tune)")
     algo = get_algo(data["algo"]).name
-    return algo, [_item(str(k), v) for k, v in data["hp"].items()]
+    return algo, [hp_item(str(k), v) for k, v in data["hp"].items()]
 
 
 def preset_overrides(paths: Sequence[Path] | None, algos: Sequence[str], per_algo_prefix: bool) -> list[str]:
@@ -90,4 +95,4 @@ def write_preset(path: Path, algo: str, env: str, hp: dict[str, Any], tuning: di
     tmp.replace(path)
 
 
-__all__ = ["preset_overrides", "read_preset", "write_preset"]
+__all__ = ["hp_item", "preset_overrides", "read_preset", "write_preset"]

@@ -6,9 +6,8 @@ returns at once when the run has finished. Tune restarts a trial whose worker di
 ``max_failures`` times; the restart resumes from the run's own checkpoint. The run directories
 are the source of truth, so every node must see ``--out`` at the same path (a shared filesystem).
 
-Besides the run directories (``<out>/runs/``) a sweep writes::
+Besides the run directories and each cell's log (where the local backend puts them) a sweep writes::
 
-    logs/<cell>.log              the trial's stdout and stderr (as the local backend's process logs)
     attempts/<cell>.jsonl        one line per trial start: node, host, pid, Tune trial id, restored or not
     ray/<experiment>/            Tune's own experiment state, results and small checkpoints
 """
@@ -233,7 +232,8 @@ def _progress_callback(total: int, max_failures: int) -> Any:
 def init_ray(options: RayOptions) -> None:
     """
     Join the cluster at ``options.address``, or start a local Ray. Workers get this checkout on
-    their ``PYTHONPATH``, so a cluster whose nodes share the checkout's path needs no install step.
+    their ``PYTHONPATH`` (``agents/`` and ``envs/`` are not installed packages), so every node needs
+    the checkout at the same path and the dependencies installed.
 
     :param options: the address and, for a local Ray, its CPU count
     """

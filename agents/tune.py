@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from agents.presets import _item, write_preset
+from agents.presets import hp_item, write_preset
 from agents.sweep_api import HYPERPARAMS_DIR, PROTOCOL_KEYS, HyperparamError, parse_overrides, resolve_experiment
 from agents.sweep_ray import Cell, init_ray, ray_options, run_and_report
 
@@ -97,11 +97,12 @@ def tune_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """
     from ray import tune
 
-    items = setup["hp"] + [_item(k, v) for k, v in config["hp"].items()]
+    items = setup["hp"] + [hp_item(k, v) for k, v in config["hp"].items()]
     exp = resolve_experiment(setup["env"], setup["algo"], seed=setup["seed"], overrides=parse_overrides(items), **setup["flags"])
     trial_id = tune.get_context().get_trial_id()
     out = Path(setup["out"])
-    command = [sys.executable, "train.py", "--env", exp.env, "--algo", exp.algo, "--seed", str(exp.seed), "--hp", *items]
+    command = [sys.executable, "train.py", "--env", exp.env, "--algo", exp.algo, "--seed", str(exp.seed)]
+    command += [f"--{k.replace('_', '-')}={v}" for k, v in setup["flags"].items() if v is not None] + ["--hp", *items]
     cell = Cell(trial_id, exp, out / "trials" / trial_id, out / "logs" / f"{trial_id}.log", command)
     run_and_report(cell, setup["device"], setup["threads"], out / "attempts")
 
@@ -113,13 +114,14 @@ def run_tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
     :return: exit code (0 when a best configuration was written, 1 when no trial finished)
     """
     flags = {"timesteps": args.timesteps, "n_envs": args.n_envs, "eval_freq": args.eval_freq, "eval_episodes": args.eval_episodes}
-    base = resolve_experiment(args.env, args.algo, seed=args.seed, overrides=parse_overrides(args.hp), **flags)
-    fixed_keys = {".".join(o.parts) for o in parse_overrides(args.hp)}
+    fixed = parse_overrides(args.hp)
+    base = resolve_experiment(args.env, args.algo, seed=args.seed, overrides=fixed, **flags)
+    fixed_keys = {".".join(o.parts) for o in fixed}
     space = {k: v for k, v in load_space(base.algo, args.space).items() if k not in fixed_keys}  # --hp fixes a key
     if not space:
         raise HyperparamError("nothing to search: --hp fixes every key of the search space")
     for index in (0, -1):  # both corners of the space must be valid configurations, before Ray starts
-        items = list(args.hp or []) + [_item(k, v) for k, v in _corner(space, index).items()]
+        items = list(args.hp or []) + [hp_item(k, v) for k, v in _corner(space, index).items()]
         resolve_experiment(args.env, base.algo, seed=args.seed, overrides=parse_overrides(items), **flags)
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -129,7 +131,7 @@ def run_tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     hp = base.hyperparams
     eval_freq = hp["eval_freq"] or args.timesteps
-    grace = args.grace_period or min(args.timesteps, max(eval_freq, args.timesteps // 9))
+    grace = min(args.timesteps, args.grace_period or max(eval_freq, args.timesteps // 9))
     opts = ray_options(args)
     device = args.device or ("cuda" if opts.gpus_per_run > 0 else "cpu")
     setup = {"env": base.env, "algo": base.algo, "seed": args.seed, "hp": list(args.hp or []), "flags": flags,
