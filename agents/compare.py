@@ -173,7 +173,7 @@ def run_jobs(jobs: list[Job], n_jobs: int) -> bool:
                     job.proc.start()
                     job.started = time.time()
                     running.append(job)
-                    print(f"[{done}/{total}] started {job.name}", flush=True)
+                    print(f"[{done}/{total}] started {job.run_dir.name}", flush=True)  # names the env too, as Ray's trials
                 time.sleep(0.5)
                 for job in list(running):
                     assert job.proc is not None
@@ -184,7 +184,7 @@ def run_jobs(jobs: list[Job], n_jobs: int) -> bool:
                         score = (read_summary(job.run_dir) or {}).get("score")
                         state = "finished" if job.returncode == 0 else f"FAILED (exit {job.returncode}, see {job.log})"
                         score_txt = f", score {score:.3f}" if isinstance(score, (int, float)) else ""
-                        print(f"[{done}/{total}] {job.name} {state} in {time.time() - job.started:.0f} s{score_txt}", flush=True)
+                        print(f"[{done}/{total}] {job.run_dir.name} {state} in {time.time() - job.started:.0f} s{score_txt}", flush=True)
         except KeyboardInterrupt:
             print(f"\ninterrupted: stopping {len(running)} running job(s); each saves a checkpoint...", file=sys.stderr, flush=True)
             for job in running:
