@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.experiment import Experiment
-from agents.hyperparams import to_constructor_kwargs
+from agents.hyperparams import HyperparamError, to_constructor_kwargs
 from agents.registry import algo_that_saved
 from agents.rundir import RunError, checkpoint_vecnormalize
 
@@ -86,15 +86,18 @@ def build_model(exp: Experiment, env: Any, tb_dir: Path | None, device: str, ver
     """
     exp = exp.with_policy(env.observation_space)
     algo_kwargs, _ = to_constructor_kwargs(exp.hyperparams)
-    return exp.spec.load_class()(
-        exp.hyperparams["policy"],
-        env,
-        seed=exp.seed,
-        device=device,
-        verbose=verbose,
-        tensorboard_log=str(tb_dir) if tb_dir is not None else None,
-        **algo_kwargs,
-    )
+    try:
+        return exp.spec.load_class()(
+            exp.hyperparams["policy"],
+            env,
+            seed=exp.seed,
+            device=device,
+            verbose=verbose,
+            tensorboard_log=str(tb_dir) if tb_dir is not None else None,
+            **algo_kwargs,
+        )
+    except (ValueError, TypeError) as exc:  # the algorithm's and policy's own checks of a value (--hp, preset)
+        raise HyperparamError(f"{exp.spec.name} rejects its hyperparameters: {str(exc).splitlines()[0]}") from exc
 
 
 def check_model_zip(model_path: Path, algo: str | None, flag: str) -> tuple[Path, str]:

@@ -216,6 +216,7 @@ USER_ERRORS = [
     (["--eval-only", "/nonexistent/model.zip"], "no such model file"),
     (["--eval-only", str(REPO / "pyproject.toml"), "--algo", "ppo-elmur", "--env", "popgym-RepeatPrevious"], "not an SB3 model zip"),
     (["compare", "--env", "popgym-RepeatPrevious", "--algos", "ppo", "lstm"], "ppo-lstm"),
+    (["--env", "popgym-RepeatPrevious", "--algo", "ppo-elmur", "--hp", "policy_kwargs.cache_len=-3"], "cache_len must be"),
 ]
 
 
