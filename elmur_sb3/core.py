@@ -57,6 +57,9 @@ class ElmurConfig:
         segment (the paper's code offers learned absolute positions as well). Without it a token
         knows its place only through the relative self-attention bias, which a memory read
         cannot use to pick "the step k back" once that step lies in the previous segment.
+    :param norm_first: pre-norm residual blocks, ``h = h + f(Norm(h))``, with a final norm on the
+        core's output (GTrXL's reordering, which it found to stabilise transformers in RL); False is
+        the paper's post-norm ``h = Norm(h + f(h))``
     :param dropout: dropout inside the layers; keep 0 for PPO (its ratio needs the rollout's function)
     """
 
@@ -72,6 +75,7 @@ class ElmurConfig:
     memory_init_std: float = 0.0
     max_dist: int = 1024
     position_embedding: bool = False
+    norm_first: bool = False
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -225,7 +229,7 @@ class ElmurLayer(nn.Module):
     def __init__(self, config: ElmurConfig):
         super().__init__()
         d, h, p = config.d_model, config.n_heads, config.dropout
-        self.segment_len, self.cache_len = config.segment_len, config.cache_len
+        self.segment_len, self.cache_len, self.norm_first = config.segment_len, config.cache_len, config.norm_first
         self.self_attn = MultiHeadAttention(d, h, p)
         # Learned bias per head over the distance i - j between a token and an earlier one, which
         # lies in its segment or in the cache before it.
@@ -252,6 +256,18 @@ class ElmurLayer(nn.Module):
             ~key_valid[:, None, None, :], float("-inf")
         )
 
+    def pre(self, norm: nn.LayerNorm, x: th.Tensor) -> th.Tensor:
+        """A block's input: normed in pre-norm blocks, as is in post-norm ones."""
+        return norm(x) if self.norm_first else x
+
+    def post(self, norm: nn.LayerNorm, x: th.Tensor, update: th.Tensor) -> th.Tensor:
+        """The residual connection around a block, normed after it in post-norm blocks."""
+        return x + update if self.norm_first else norm(x + update)
+
+    def self_keys_values(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Self-attention keys and values of layer inputs ``x`` (segment tokens or cached ones)."""
+        return self.self_attn.keys_values(self.pre(self.norm_self, x))
+
     def cache_valid(self, segment_start_time: th.Tensor) -> th.Tensor:
         """``(B,)`` -> ``(B, cache_len)``: which cached tokens belong to the current episode."""
         offsets = th.arange(-self.cache_len, 0, device=segment_start_time.device)
@@ -262,18 +278,18 @@ class ElmurLayer(nn.Module):
     ) -> tuple[th.Tensor, th.Tensor]:
         """Second and third steps of the token track; returns tokens and read-attention weights."""
         bias = self.memory_bias(token_times[:, :, None] - memory_times[:, None, :])
-        read, weights = self.read(h, memory, bias)
-        h = self.norm_read(h + read)
-        return self.norm_ffn(h + self.ffn(h)), weights
+        read, weights = self.read(self.pre(self.norm_read, h), memory, bias)
+        h = self.post(self.norm_read, h, read)
+        return self.post(self.norm_ffn, h, self.ffn(self.pre(self.norm_ffn, h))), weights
 
     def memory_candidates(
         self, memory: th.Tensor, memory_times: th.Tensor, tokens: th.Tensor, token_times: th.Tensor
     ) -> th.Tensor:
         """The memory track: what this segment would write into each slot, ``(B, M, d)``."""
         bias = self.memory_bias(memory_times[:, :, None] - token_times[:, None, :])
-        written, _ = self.write(memory, tokens, bias)
-        u = self.norm_write(memory + written)
-        return self.norm_memory_ffn(u + self.memory_ffn(u))
+        written, _ = self.write(self.pre(self.norm_write, memory), tokens, bias)
+        u = self.post(self.norm_write, memory, written)
+        return self.post(self.norm_memory_ffn, u, self.memory_ffn(self.pre(self.norm_memory_ffn, u)))
 
     def forward_segment(
         self, h: th.Tensor, cache: th.Tensor, memory: th.Tensor, memory_times: th.Tensor, token_times: th.Tensor
@@ -285,10 +301,10 @@ class ElmurLayer(nn.Module):
         positions = th.arange(h.shape[1], device=h.device)
         key_positions = th.arange(-self.cache_len, h.shape[1], device=h.device)
         key_valid = th.cat([self.cache_valid(token_times[:, 0]), th.ones_like(token_times, dtype=th.bool)], dim=1)
-        keys, values = self.self_attn.keys_values(th.cat([cache, h], dim=1))
+        keys, values = self.self_keys_values(th.cat([cache, h], dim=1))
         bias = self.self_attention_bias(positions, key_positions, key_valid)
-        attended, _ = attend(self.self_attn.queries(h), keys, values, bias)
-        h = self.norm_self(h + self.self_attn.merge(attended))
+        attended, _ = attend(self.self_attn.queries(self.pre(self.norm_self, h)), keys, values, bias)
+        h = self.post(self.norm_self, h, self.self_attn.merge(attended))
         return self.read_memory_and_ffn(h, memory, memory_times, token_times)
 
     def forward_step(
@@ -308,16 +324,15 @@ class ElmurLayer(nn.Module):
         :return: output token ``(B, d)``, updated key and value caches of the segment, read-attention weights
         """
         at_position = nn.functional.one_hot(position, self.segment_len).bool()  # (B, L)
-        new_key, new_value = self.self_attn.keys_values(x[:, None])  # (B, H, 1, d_head)
+        new_key, new_value = self.self_keys_values(x[:, None])  # (B, H, 1, d_head)
         keys = th.where(at_position[:, None, :, None], new_key, keys)
         values = th.where(at_position[:, None, :, None], new_value, values)
         key_positions = th.arange(-self.cache_len, self.segment_len, device=x.device)
         key_valid = th.cat([self.cache_valid(token_time - position), th.ones_like(at_position)], dim=1)
         bias = self.self_attention_bias(position[:, None], key_positions.expand(len(position), -1), key_valid)
-        attended, _ = attend(
-            self.self_attn.queries(x[:, None]), th.cat([cache_keys, keys], -2), th.cat([cache_values, values], -2), bias
-        )
-        h = self.norm_self(x[:, None] + self.self_attn.merge(attended))
+        query = self.self_attn.queries(self.pre(self.norm_self, x[:, None]))
+        attended, _ = attend(query, th.cat([cache_keys, keys], -2), th.cat([cache_values, values], -2), bias)
+        h = self.post(self.norm_self, x[:, None], self.self_attn.merge(attended))
         h, weights = self.read_memory_and_ffn(h, memory, memory_times, token_time[:, None])
         return h[:, 0], keys, values, weights
 
@@ -337,6 +352,8 @@ class ElmurCore(nn.Module):
         if self.position is not None:
             nn.init.normal_(self.position.weight, std=0.02)
         self.layers = nn.ModuleList(ElmurLayer(config) for _ in range(config.n_layers))
+        # Pre-norm layers pass on an un-normed residual stream; the heads read it normed.
+        self.norm_out = nn.LayerNorm(config.d_model) if config.norm_first else nn.Identity()
 
     def initial_segment_start(self, batch_size: int, device: th.device | str) -> SegmentStart:
         """Fresh episodes: every memory slot empty (the cache is masked by episode time)."""
@@ -447,7 +464,7 @@ class ElmurCore(nn.Module):
             )
             if self.config.cache_len:
                 # The next segment's cached keys and values, projected once per segment.
-                new_keys, new_values = zip(*(layer.self_attn.keys_values(start.cache[i]) for i, layer in enumerate(self.layers)))
+                new_keys, new_values = zip(*(layer.self_keys_values(start.cache[i]) for i, layer in enumerate(self.layers)))
                 done = segment_done[None, :, None, None, None]
                 cache_keys = th.where(done, th.stack(new_keys), cache_keys)
                 cache_values = th.where(done, th.stack(new_values), cache_values)
@@ -455,7 +472,7 @@ class ElmurCore(nn.Module):
             start, cache_keys, cache_values, th.stack(keys), th.stack(values), th.stack(inputs), th.stack(outputs),
             state.episode_time + 1,
         )  # fmt: skip
-        return h, next_state, weights
+        return self.norm_out(h), next_state, weights
 
     def forward_segment(
         self, features: th.Tensor, start: SegmentStart, start_time: th.Tensor
@@ -480,4 +497,4 @@ class ElmurCore(nn.Module):
             inputs.append(h)
             h, weights = layer.forward_segment(h, start.cache[i], memory.vectors[i], memory.times, token_times)
             outputs.append(h)
-        return h, self.next_segment_start(start, inputs, outputs, token_times), weights
+        return self.norm_out(h), self.next_segment_start(start, inputs, outputs, token_times), weights

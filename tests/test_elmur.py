@@ -28,22 +28,26 @@ SMALL = dict(d_model=16, n_layers=2, n_heads=2, segment_len=4, memory_slots=3, n
 
 
 @pytest.mark.parametrize(
-    "segment_len,memory_slots,use_lru,init_std,position_embedding,cache_len",
+    "segment_len,memory_slots,use_lru,init_std,position_embedding,cache_len,norm_first",
     [
-        (1, 2, True, 0.0, False, 0), (3, 1, True, 0.0, False, 0), (4, 3, True, 0.3, False, 0),
-        (5, 2, False, 0.0, False, 0), (7, 4, True, 0.0, False, 0), (4, 2, True, 0.0, True, 0),
-        (6, 3, True, 0.2, True, 0),
+        (1, 2, True, 0.0, False, 0, False), (3, 1, True, 0.0, False, 0, False), (4, 3, True, 0.3, False, 0, False),
+        (5, 2, False, 0.0, False, 0, False), (7, 4, True, 0.0, False, 0, False), (4, 2, True, 0.0, True, 0, False),
+        (6, 3, True, 0.2, True, 0, False),
         # the attention cache: 1, L - 1, L and 2L + 3 tokens before the segment start
-        (4, 2, True, 0.0, False, 1), (4, 2, True, 0.1, True, 3), (4, 3, True, 0.0, False, 4),
-        (3, 2, True, 0.0, False, 9), (1, 2, True, 0.0, False, 5),
+        (4, 2, True, 0.0, False, 1, False), (4, 2, True, 0.1, True, 3, False), (4, 3, True, 0.0, False, 4, False),
+        (3, 2, True, 0.0, False, 9, False), (1, 2, True, 0.0, False, 5, False),
+        # pre-norm blocks (norm_first), with and without the cache
+        (4, 2, True, 0.1, False, 0, True), (4, 3, True, 0.0, True, 5, True),
     ],
 )  # fmt: skip
-def test_step_path_equals_segment_path(segment_len, memory_slots, use_lru, init_std, position_embedding, cache_len):
+def test_step_path_equals_segment_path(
+    segment_len, memory_slots, use_lru, init_std, position_embedding, cache_len, norm_first
+):
     th.manual_seed(segment_len * 10 + memory_slots)
     config = ElmurConfig(
         d_model=16, n_layers=2, n_heads=4, segment_len=segment_len, memory_slots=memory_slots,
         use_lru=use_lru, memory_init_std=init_std, max_dist=6, position_embedding=position_embedding,
-        cache_len=cache_len,
+        cache_len=cache_len, norm_first=norm_first,
     )  # fmt: skip
     core = ElmurCore(config, input_dim=5)
     # Perturb the zero-initialised biases so they matter in the comparison.
