@@ -8,7 +8,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 from stable_baselines3.common.torch_layers import (
     BaseFeaturesExtractor,
     CombinedExtractor,
@@ -192,8 +192,13 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
     def get_distribution(
         self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor
     ) -> tuple[Distribution, ElmurStates]:
-        latent_pi, _, states, _ = self._step_latents(obs, states, episode_starts)
-        return self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi)), states
+        """The action distribution; only the actor's core steps (acting needs no values), so the
+        critic's state in the returned states is left as it was, as RecurrentPPO's ``predict`` leaves
+        its critic LSTM."""
+        states = self.reset_states(states, episode_starts)
+        features = BaseModel.extract_features(self, obs, self.pi_features_extractor)  # the actor's features only
+        latent_pi, pi_state, _ = self.core_actor.step(features, states.pi)
+        return self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi)), ElmurStates(pi_state, states.vf)
 
     def predict_values(self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor) -> th.Tensor:
         _, latent_vf, _, _ = self._step_latents(obs, states, episode_starts)
