@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lstm-hidden", type=int, default=128, help="RecurrentPPO width (its default is 256)")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-defaults", action="store_true", help="skip the RecurrentPPO-defaults setting")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -102,8 +103,8 @@ def main() -> None:
         machine += f" ({th.cuda.get_device_name()})"
     report: dict = {"machine": machine, "command": " ".join(sys.argv), "elmur": ELMUR_KWARGS, "lstm_hidden": args.lstm_hidden}
 
-    settings = {"efficient (32 envs, n_steps 128, batch 1024, 4 epochs)": (32, 128, 1024, 4)}
-    if not args.skip_defaults:
+    settings = {} if args.skip_throughput else {"efficient (32 envs, n_steps 128, batch 1024, 4 epochs)": (32, 128, 1024, 4)}
+    if not (args.skip_defaults or args.skip_throughput):
         settings["RecurrentPPO defaults (8 envs, n_steps 128, batch 128, 10 epochs)"] = (8, 128, 128, 10)
     report["train_env_steps_per_s"] = {}
     for name, (n_envs, n_steps, batch, epochs) in settings.items():
