@@ -241,6 +241,10 @@ class ElmurLayer(nn.Module):
         self.memory_ffn = FeedForward(d, config.d_ff, p)
         self.norm_self, self.norm_read, self.norm_ffn = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.norm_write, self.norm_memory_ffn = nn.LayerNorm(d), nn.LayerNorm(d)
+        # Pre-norm blocks leave the memory track's residual un-normed, and every segment's write adds to
+        # it: without a closing norm the slots grow geometrically over an episode (measured: 5e8 after
+        # 500 steps on CartPoleNoVel, then NaN). Post-norm slots are normed already.
+        self.norm_memory_out = nn.LayerNorm(d) if config.norm_first else nn.Identity()
 
     def self_attention_bias(self, query_pos: th.Tensor, key_pos: th.Tensor, key_valid: th.Tensor) -> th.Tensor:
         """Causal relative bias over segment positions (the cache at ``-cache_len .. -1``).
@@ -289,7 +293,7 @@ class ElmurLayer(nn.Module):
         bias = self.memory_bias(memory_times[:, :, None] - token_times[:, None, :])
         written, _ = self.write(self.pre(self.norm_write, memory), tokens, bias)
         u = self.post(self.norm_write, memory, written)
-        return self.post(self.norm_memory_ffn, u, self.memory_ffn(self.pre(self.norm_memory_ffn, u)))
+        return self.norm_memory_out(self.post(self.norm_memory_ffn, u, self.memory_ffn(self.pre(self.norm_memory_ffn, u))))
 
     def forward_segment(
         self, h: th.Tensor, cache: th.Tensor, memory: th.Tensor, memory_times: th.Tensor, token_times: th.Tensor

@@ -121,3 +121,16 @@ def test_models_saved_before_the_cache_load_as_trained():
     venv = make_vec_env("CartPole-v1", n_envs=1)
     fresh = PPOElmur("MlpElmurPolicy", venv, policy_kwargs=SMALL)
     assert fresh.policy_kwargs["cache_len"] == SMALL["segment_len"] and fresh.policy_kwargs["shared_core"] is False
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_memory_stays_bounded_over_long_episodes(norm_first):
+    # Every segment writes into the memory; neither block order may let the slots grow with the episode.
+    th.manual_seed(0)
+    config = ElmurConfig(d_model=16, n_layers=2, n_heads=2, segment_len=4, memory_slots=3, norm_first=norm_first)
+    core = ElmurCore(config, input_dim=3)
+    state = core.initial_state(2, "cpu")
+    with th.no_grad():
+        for _ in range(400):
+            _, state, _ = core.step(th.randn(2, 3), state)
+    assert state.memory.vectors.norm(dim=-1).max().item() < 4 * config.d_model**0.5
