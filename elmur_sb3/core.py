@@ -26,6 +26,7 @@ Two execution paths compute the same function:
 - ``ElmurCore.forward_segment``: a whole segment per batch row at once, with a causal mask.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -394,15 +395,8 @@ class ElmurCore(nn.Module):
             th.where(start[None, :, None, None], fresh.vectors, memory.vectors),
             th.where(start[:, None], fresh.times, memory.times),
         )
-        return ElmurCoreState(
-            SegmentStart(memory, state.start.cache),
-            state.cache_keys,
-            state.cache_values,
-            state.keys,
-            state.values,
-            state.inputs,
-            state.outputs,
-            episode_time=th.where(start, 0, state.episode_time),
+        return dataclasses.replace(
+            state, start=SegmentStart(memory, state.start.cache), episode_time=th.where(start, 0, state.episode_time)
         )
 
     def tokens(self, features: th.Tensor, position: th.Tensor) -> th.Tensor:
@@ -462,13 +456,14 @@ class ElmurCore(nn.Module):
             token_times = state.episode_time[:, None] - (L - 1) + th.arange(L, device=h.device)
             written = self.next_segment_start(start, inputs, outputs, token_times)
             done = segment_done[None, :, None, None]
-            start = SegmentStart(
-                Memory(th.where(done, written.memory.vectors, memory.vectors), th.where(segment_done[:, None], written.memory.times, memory.times)),
-                th.where(done, written.cache, start.cache),
+            memory = Memory(
+                th.where(done, written.memory.vectors, memory.vectors),
+                th.where(segment_done[:, None], written.memory.times, memory.times),
             )
+            start = SegmentStart(memory, th.where(done, written.cache, start.cache))
             if self.config.cache_len:
                 # The next segment's cached keys and values, projected once per segment.
-                new_keys, new_values = zip(*(layer.self_keys_values(start.cache[i]) for i, layer in enumerate(self.layers)))
+                new_keys, new_values = zip(*(layer.self_keys_values(cache) for layer, cache in zip(self.layers, start.cache)))
                 done = segment_done[None, :, None, None, None]
                 cache_keys = th.where(done, th.stack(new_keys), cache_keys)
                 cache_values = th.where(done, th.stack(new_values), cache_values)
