@@ -23,8 +23,9 @@ def _named_models() -> list[tuple[Path, str]]:
     for path in sorted(RESULTS.rglob("*.json")):
         data = json.loads(path.read_text())
         for entry in data if isinstance(data, list) else [data]:
-            if isinstance(entry, dict) and isinstance(entry.get("final_model"), str):
-                named.append((path, entry["final_model"]))
+            for key in ("final_model", "last_checkpoint"):
+                if isinstance(entry, dict) and isinstance(entry.get(key), str):
+                    named.append((path, entry[key]))
     return named
 
 
@@ -34,7 +35,7 @@ def _kept(json_path: Path) -> bool:
 
 
 def _in_repo(model: str) -> Path | None:
-    """A model path as the machine that trained it wrote it -> the same file in this checkout."""
+    """A model path, relative to the repository root (or absolute as the training machine wrote it) -> this checkout's file."""
     marker = "docs/results/"
     return ROOT / marker / model.split(marker, 1)[1] if marker in model else None
 
