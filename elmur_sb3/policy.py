@@ -50,9 +50,8 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
     """Actor-critic policy with an ELMUR core between the features extractor and the MLP heads.
 
     Arguments not listed are those of SB3's ``ActorCriticPolicy``. The ELMUR arguments are the
-    fields of :class:`elmur_sb3.core.ElmurConfig` (``d_model``, ``n_layers``, ``n_heads``, ``d_ff``,
-    ``segment_len``, ``cache_len``, ``memory_slots``, ``lru_blend``, ``use_lru``, ``memory_init_std``,
-    ``max_dist``, ``position_embedding``, ``dropout``), passed as keywords; that dataclass documents them.
+    fields of :class:`elmur_sb3.core.ElmurConfig`, passed as keywords; that dataclass is their one
+    list and documents them.
 
     :param shared_core: one core for actor and critic; False (the default, like RecurrentPPO's
         separate critic LSTM) gives the critic its own core
@@ -158,9 +157,14 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         return features
 
     def _step_latents(
-        self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor, ElmurStates, th.Tensor]:
+        self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor, critic: bool = True
+    ) -> tuple[th.Tensor, th.Tensor | None, ElmurStates, th.Tensor]:
+        """One step of the actor's core and, with ``critic``, of the critic's (else its state is left as it was)."""
         states = self.reset_states(states, episode_starts)
+        if not critic:  # the actor's features only
+            features = BaseModel.extract_features(self, obs, self.pi_features_extractor)
+            latent_pi, pi_state, read_weights = self.core_actor.step(features, states.pi)
+            return latent_pi, None, ElmurStates(pi_state, states.vf), read_weights
         pi_features, vf_features = self._split_features(obs)
         latent_pi, pi_state, read_weights = self.core_actor.step(pi_features, states.pi)
         if self.core_critic is None:
@@ -195,10 +199,8 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         """The action distribution; only the actor's core steps (acting needs no values), so the
         critic's state in the returned states is left as it was, as RecurrentPPO's ``predict`` leaves
         its critic LSTM."""
-        states = self.reset_states(states, episode_starts)
-        features = BaseModel.extract_features(self, obs, self.pi_features_extractor)  # the actor's features only
-        latent_pi, pi_state, _ = self.core_actor.step(features, states.pi)
-        return self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi)), ElmurStates(pi_state, states.vf)
+        latent_pi, _, states, _ = self._step_latents(obs, states, episode_starts, critic=False)
+        return self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi)), states
 
     def predict_values(self, obs: PyTorchObs, states: ElmurStates, episode_starts: th.Tensor) -> th.Tensor:
         _, latent_vf, _, _ = self._step_latents(obs, states, episode_starts)
