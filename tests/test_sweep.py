@@ -101,8 +101,19 @@ def test_killed_worker_resumes_from_checkpoint_and_rerun_skips(tmp_path: Path) -
     proc = subprocess.Popen([sys.executable, TRAIN, *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = out / "runs" / cell
     deadline = time.time() + 120
-    # Kill once Tune holds a checkpoint of the trial (reported with the first evaluation after an SB3 checkpoint).
-    while time.time() < deadline and not (attempts(out, cell) and list((out / "ray").glob(f"compare-*/{cell}/checkpoint_*"))):
+    # Kill once Tune holds a checkpoint of the trial (reported with the first evaluation after an SB3 checkpoint):
+    # its driver has logged a result naming the checkpoint, not only begun to write the checkpoint's folder.
+    def tune_has_checkpoint() -> bool:
+        for result_file in (out / "ray").glob(f"compare-*/{cell}/result.json"):
+            for line in result_file.read_text().splitlines():
+                try:
+                    if json.loads(line).get("checkpoint_dir_name"):
+                        return True
+                except json.JSONDecodeError:  # a line still being written
+                    continue
+        return False
+
+    while time.time() < deadline and not (attempts(out, cell) and tune_has_checkpoint()):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
     first = attempts(out, cell)
