@@ -68,6 +68,7 @@ VARIANTS = {
     "ppo-elmur-shared-detached": ("ppo-elmur", ("policy_kwargs.shared_core=true", "policy_kwargs.detach_critic=true")),
     "ppo-elmur-nocache": ("ppo-elmur", ("policy_kwargs.cache_len=0",)),
     "ppo-elmur-prenorm": ("ppo-elmur", ("policy_kwargs.norm_first=true",)),
+    "ppo-elmur-noalibi": ("ppo-elmur", ("policy_kwargs.alibi_init=false",)),
     "ppo-lstm": ("ppo-lstm", ()),
 }
 THRESHOLD = 0.9

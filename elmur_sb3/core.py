@@ -13,10 +13,10 @@ and once the segment's last step is processed the LRU rule (``memory.write_memor
 ``u`` into one slot. With ``cache_len = C > 0`` (this project's extension, as in Transformer-XL
 and the authors' RATE) the self-attention also sees the last ``C`` tokens before the segment start
 (same episode only): the cache carries the short range across segment starts, the memory the
-long range. ``C = 0`` is the paper's model. ``t`` are the tokens' episode times, ``p`` the slots' timestamps and
-``B`` a learned per-head bias over the clamped distance, so that any distance beyond
-``max_dist`` reads as "long ago": that is what lets a model trained on short episodes act
-on far longer ones. Reads inside a segment see the memory as it was at the segment start.
+long range; ``C = 0`` is the paper's model. ``t`` are the tokens' episode times, ``p`` the slots'
+timestamps, ``B`` a learned per-head bias over the clamped distance (beyond ``max_dist`` all reads as
+"long ago": what lets a model trained on short episodes act on far longer ones). Reads inside a
+segment see the memory as it was at the segment start.
 
 Two execution paths compute the same function:
 
@@ -54,10 +54,11 @@ class ElmurConfig:
     :param use_lru: False replaces the whole memory every segment (the paper's ablation)
     :param memory_init_std: std of the initial slot contents (0 = deterministic zeros)
     :param max_dist: distances are clamped to ``[-max_dist, max_dist]`` in the memory bias
-    :param position_embedding: add a learned embedding of the token's position inside its
-        segment (the paper's code offers learned absolute positions as well). Without it a token
-        knows its place only through the relative self-attention bias, which a memory read
-        cannot use to pick "the step k back" once that step lies in the previous segment.
+    :param position_embedding: add a learned embedding of the token's position in its segment (the
+        paper's code offers it too); without it only the relative self-attention bias places a token
+    :param alibi_init: start each head's self-attention bias as ALiBi's recency penalty
+        ``-slope_h * distance`` (slopes ``2^(-8h/H)``, Press et al. 2022), learned from there; False
+        starts at zero, uniform over the window: "the step k back" needs a large learned bias first
     :param norm_first: pre-norm residual blocks, ``h = h + f(Norm(h))``, with a final norm on the
         core's output (GTrXL's reordering, which it found to stabilise transformers in RL); False is
         the paper's post-norm ``h = Norm(h + f(h))``
@@ -76,6 +77,7 @@ class ElmurConfig:
     memory_init_std: float = 0.0
     max_dist: int = 1024
     position_embedding: bool = False
+    alibi_init: bool = True
     norm_first: bool = False
     dropout: float = 0.0
 
@@ -234,7 +236,9 @@ class ElmurLayer(nn.Module):
         self.self_attn = MultiHeadAttention(d, h, p)
         # Learned bias per head over the distance i - j between a token and an earlier one, which
         # lies in its segment or in the cache before it.
-        self.self_bias = nn.Parameter(th.zeros(h, config.segment_len + config.cache_len))
+        distance = th.arange(config.segment_len + config.cache_len, dtype=th.float32)
+        slopes = 2.0 ** (-8.0 * th.arange(1, h + 1) / h) if config.alibi_init else th.zeros(h)
+        self.self_bias = nn.Parameter(-slopes[:, None] * distance)
         self.read = MultiHeadAttention(d, h, p)
         self.write = MultiHeadAttention(d, h, p)
         self.memory_bias = DistanceBias(h, config.max_dist)
@@ -423,10 +427,8 @@ class ElmurCore(nn.Module):
         vectors, times = write_memory(
             memory.vectors, memory.times, candidates, token_times[:, -1], self.config.lru_blend, self.config.use_lru
         )
-        cache_len = self.config.cache_len
         cache = th.cat([start.cache, th.stack(layer_inputs)], dim=2)
-        cache = cache[:, :, cache.shape[2] - cache_len :]
-        return SegmentStart(Memory(vectors, times), cache)
+        return SegmentStart(Memory(vectors, times), cache[:, :, cache.shape[2] - self.config.cache_len :])
 
     def step(self, features: th.Tensor, state: ElmurCoreState) -> tuple[th.Tensor, ElmurCoreState, th.Tensor]:
         """The step path: one token per row.
@@ -461,8 +463,7 @@ class ElmurCore(nn.Module):
                 th.where(segment_done[:, None], written.memory.times, memory.times),
             )
             start = SegmentStart(memory, th.where(done, written.cache, start.cache))
-            if self.config.cache_len:
-                # The next segment's cached keys and values, projected once per segment.
+            if self.config.cache_len:  # the next segment's cached keys and values, projected once per segment
                 new_keys, new_values = zip(*(layer.self_keys_values(cache) for layer, cache in zip(self.layers, start.cache)))
                 done = segment_done[None, :, None, None, None]
                 cache_keys = th.where(done, th.stack(new_keys), cache_keys)

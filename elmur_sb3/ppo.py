@@ -20,6 +20,11 @@ from elmur_sb3.policy import CnnElmurPolicy, ElmurActorCriticPolicy, ElmurStates
 SelfPPOElmur = TypeVar("SelfPPOElmur", bound="PPOElmur")
 
 
+# ELMUR options added after models were first saved, with the value such models were trained with
+# (0.1 saved only the options a user set; later versions save all of them).
+_OPTIONS_ADDED_LATER = {"cache_len": 0, "shared_core": True, "alibi_init": False}
+
+
 class PPOElmur(OnPolicyAlgorithm):
     """Proximal Policy Optimization with an ELMUR policy (a transformer with per-layer memory).
 
@@ -166,15 +171,16 @@ class PPOElmur(OnPolicyAlgorithm):
 
     @classmethod
     def load(cls, path, env=None, device="auto", custom_objects=None, **kwargs):  # type: ignore[no-untyped-def]
-        """SB3's ``load``. Models saved by elmur-sb3 0.1 (before the attention cache and the separate
-        critic core were defaults) record only the options their user set: they load with the
-        defaults they were trained with (``cache_len=0``, ``shared_core=True``)."""
+        """SB3's ``load``. A saved model records every ELMUR option that existed when it was saved;
+        options added since then load with the value it was trained with, not today's default:
+        0.1 models ``cache_len=0`` and ``shared_core=True``, models before ``alibi_init`` ``False``."""
         data, _, _ = load_from_zip_file(path, device="cpu", custom_objects=custom_objects)
         if hasattr(path, "seek"):
             path.seek(0)
         saved = (data or {}).get("policy_kwargs", {})
-        if "cache_len" not in saved:
-            custom_objects = {**(custom_objects or {}), "policy_kwargs": {"cache_len": 0, "shared_core": True, **saved}}
+        trained_with = {key: value for key, value in _OPTIONS_ADDED_LATER.items() if key not in saved}
+        if trained_with:
+            custom_objects = {**(custom_objects or {}), "policy_kwargs": {**trained_with, **saved}}
         return super().load(path, env=env, device=device, custom_objects=custom_objects, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:

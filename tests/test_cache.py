@@ -117,10 +117,16 @@ def test_models_saved_before_the_cache_load_as_trained():
     path = Path(__file__).parents[1] / "docs/results/tmaze/before_horizon_fix/curriculum/ppo-elmur_s0_tmaze30_then_tmaze100.zip"
     model = PPOElmur.load(path)
     assert model.policy.elmur_config.cache_len == 0 and model.policy.shared_core
+    assert model.policy.elmur_config.alibi_init is False
+    # A model saved with the cache but before alibi_init (the first 3-seed T-Maze defaults).
+    path = Path(__file__).parents[1] / "docs/results/tmaze_defaults/tmaze-30/runs/tmaze-30__ppo-elmur__s2/final_model.zip"
+    config = PPOElmur.load(path).policy.elmur_config
+    assert config.cache_len == 10 and config.alibi_init is False
     # and a model saved now records its resolved options, so later defaults cannot change it
     venv = make_vec_env("CartPole-v1", n_envs=1)
     fresh = PPOElmur("MlpElmurPolicy", venv, policy_kwargs=SMALL)
     assert fresh.policy_kwargs["cache_len"] == SMALL["segment_len"] and fresh.policy_kwargs["shared_core"] is False
+    assert fresh.policy_kwargs["alibi_init"] is True
 
 
 @pytest.mark.parametrize("norm_first", [False, True])

@@ -86,6 +86,22 @@ def test_step_path_equals_segment_path(
     assert th.allclose(segment_start.cache, state.start.cache, atol=1e-5)
 
 
+@pytest.mark.parametrize("alibi_init", [True, False])
+def test_self_attention_starts_recency_weighted_with_alibi_init(alibi_init):
+    # A fresh core on constant tokens: attention differs across keys only through the bias. With
+    # alibi_init every head prefers nearer steps, each head at its own rate; without it, uniform.
+    config = ElmurConfig(d_model=16, n_heads=4, segment_len=4, cache_len=4, alibi_init=alibi_init)
+    layer = ElmurCore(config, input_dim=3).layers[0]
+    query, keys = th.tensor([3]), th.arange(-4, 4)  # the last token of a segment and everything before it
+    bias = layer.self_attention_bias(query, keys, th.ones(1, 8, dtype=th.bool))  # (1, H, 1, 8)
+    weights = bias.softmax(-1)[0, :, 0]
+    if alibi_init:
+        assert (weights.diff(dim=-1) > 0).all()  # keys are oldest first: nearer keys weigh more
+        assert len(set(weights[:, -1].tolist())) == config.n_heads
+    else:
+        assert th.allclose(weights, th.full_like(weights, 1 / 8))
+
+
 def test_lru_rule_rewrites_empty_then_blends_oldest():
     from elmur_sb3.memory import initial_memory, write_memory
 
