@@ -70,6 +70,10 @@ VARIANTS = {
     "ppo-elmur-prenorm": ("ppo-elmur", ("policy_kwargs.norm_first=true",)),
     "ppo-elmur-noalibi": ("ppo-elmur", ("policy_kwargs.alibi_init=false",)),
     "ppo-lstm": ("ppo-lstm", ()),
+    # The T-Maze preset's learning rate (5e-4) decayed linearly to 0 over the budget, for both
+    # algorithms alike: the stability candidate of issue 10 (tmaze-30 only).
+    "ppo-elmur-lindecay": ("ppo-elmur", ("learning_rate=lin_5e-4",)),
+    "ppo-lstm-lindecay": ("ppo-lstm", ("learning_rate=lin_5e-4",)),
 }
 THRESHOLD = 0.9
 
