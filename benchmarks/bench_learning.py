@@ -74,6 +74,10 @@ VARIANTS = {
     # algorithms alike: the stability candidate of issue 10 (tmaze-30 only).
     "ppo-elmur-lindecay": ("ppo-elmur", ("learning_rate=lin_5e-4",)),
     "ppo-lstm-lindecay": ("ppo-lstm", ("learning_rate=lin_5e-4",)),
+    # SB3's early stop of an update's epochs once the KL passes 1.5 x 0.02: bounds the one-update jumps
+    # seen at T-Maze collapses (approx_kl 0.1-0.14 in one update after ~100k steps at ~0).
+    "ppo-elmur-targetkl": ("ppo-elmur", ("target_kl=0.02",)),
+    "ppo-lstm-targetkl": ("ppo-lstm", ("target_kl=0.02",)),
 }
 THRESHOLD = 0.9
 

@@ -29,11 +29,20 @@ from agents.experiment import resolve_experiment  # noqa: E402
 from agents.hyperparams import parse_overrides  # noqa: E402
 
 
-def measure(env: str, algo: str, hp: list[str], seed: int, updates: int) -> dict[str, float]:
-    """approx_kl, clip_fraction (means over ``updates``) and the actor features' mean norm of one seed."""
+HEADS = ("mlp_extractor", "action_net", "value_net", "log_std")
+
+
+def measure(env: str, algo: str, hp: list[str], seed: int, updates: int, train: str = "all") -> dict[str, float]:
+    """approx_kl, clip_fraction (means over ``updates``) and the actor features' mean norm of one seed.
+
+    :param train: "all", or "heads" / "core" to freeze the other part (which part moves the policy)
+    """
     exp = resolve_experiment(env, algo, seed=seed, overrides=parse_overrides(hp))
     venv = make_train_env(exp, None, seed)
     model = build_model(exp, venv, None, "cpu")
+    if train != "all":
+        for name, parameter in model.policy.named_parameters():
+            parameter.requires_grad_(name.startswith(HEADS) == (train == "heads"))
     norms: list[float] = []
     extractor = model.policy.mlp_extractor
     forward_actor = extractor.forward_actor
@@ -68,14 +77,16 @@ def main() -> int:
     parser.add_argument("--env", default="CartPoleNoVel-v1")
     parser.add_argument("--updates", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--train", choices=["all", "heads", "core"], default="all",
+                        help="train only the heads (MLP, action and value nets) or only the core/LSTM")
     parser.add_argument("--hp", nargs="*", default=[], help="--hp items for every variant (a constant learning_rate, say)")
     args = parser.parse_args()
     th.set_num_threads(1)
-    print(f"{args.env}, {args.updates} updates x {args.seeds} seeds, --hp {' '.join(args.hp) or '(preset)'}")
+    print(f"{args.env}, {args.updates} updates x {args.seeds} seeds, training {args.train}, --hp {' '.join(args.hp) or '(preset)'}")
     print("| variant | approx_kl | clip_fraction | actor feature norm |\n|---|---|---|---|")
     for text in args.variants:
         name, algo, hp = parse_variant(text)
-        runs = [measure(args.env, algo, [*args.hp, *hp], seed, args.updates) for seed in range(args.seeds)]
+        runs = [measure(args.env, algo, [*args.hp, *hp], seed, args.updates, args.train) for seed in range(args.seeds)]
         mean = {key: np.mean([run[key] for run in runs]) for key in runs[0]}
         print(f"| {name} | {mean['approx_kl']:.4f} | {mean['clip_fraction']:.3f} | {mean['feature_norm']:.2f} |", flush=True)
     return 0
