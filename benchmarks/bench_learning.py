@@ -70,8 +70,10 @@ VARIANTS = {
     "ppo-elmur-prenorm": ("ppo-elmur", ("policy_kwargs.norm_first=true",)),
     "ppo-elmur-noalibi": ("ppo-elmur", ("policy_kwargs.alibi_init=false",)),
     "ppo-lstm": ("ppo-lstm", ()),
-    # The T-Maze preset's learning rate (5e-4) decayed linearly to 0 over the budget, for both
-    # algorithms alike: the stability candidate of issue 10 (tmaze-30 only).
+    # 5e-4 decayed linearly to 0 over the budget, for both algorithms alike: issue 10's stability
+    # candidate on tmaze-30. The T-Maze preset has used it since db2fc39 (and alibi_init=false since
+    # 49dd04d), so on tmaze-30 these now equal ppo-elmur / ppo-lstm; the grids in
+    # docs/results/bench_learning/tmaze-30 ran before both changes (constant 5e-4, ALiBi on).
     "ppo-elmur-lindecay": ("ppo-elmur", ("learning_rate=lin_5e-4",)),
     "ppo-lstm-lindecay": ("ppo-lstm", ("learning_rate=lin_5e-4",)),
     # SB3's early stop of an update's epochs once the KL passes 1.5 x 0.02: bounds the one-update jumps
