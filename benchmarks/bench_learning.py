@@ -80,6 +80,10 @@ VARIANTS = {
     # seen at T-Maze collapses (approx_kl 0.1-0.14 in one update after ~100k steps at ~0).
     "ppo-elmur-targetkl": ("ppo-elmur", ("target_kl=0.02",)),
     "ppo-lstm-targetkl": ("ppo-lstm", ("target_kl=0.02",)),
+    # The other point of the equal learning-rate grid on CartPoleNoVel, whose rl-zoo3 setting is
+    # lin_1e-3 (the ppo-elmur / ppo-lstm rows): the same search for both algorithms (issue 15).
+    "ppo-elmur-lin3e-4": ("ppo-elmur", ("learning_rate=lin_3e-4",)),
+    "ppo-lstm-lin3e-4": ("ppo-lstm", ("learning_rate=lin_3e-4",)),
 }
 THRESHOLD = 0.9
 
