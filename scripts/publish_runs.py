@@ -1,0 +1,113 @@
+"""Make finished run directories fit to commit under ``docs/results/``.
+
+A run directory holds more than a published figure needs: periodic checkpoints and
+``best_model.zip`` (each an ELMUR model of ~6 MB with its Adam state), and absolute paths in
+``summary.json`` that only exist on the machine that trained it. For every run directory found
+under the given folders, this keeps ``final_model.zip`` (+ ``vecnormalize.pkl``), the evaluations,
+logs and TensorBoard events, deletes ``checkpoints/`` and ``best_model.zip``, and rewrites the
+summary's paths relative to the repository root, with ``last_checkpoint`` pointing at the final model
+(what ``--resume`` of a finished run needs); the copies of those paths in grid-level JSON files
+(``summaries/``, ``results.json``) are rewritten alike. Unfinished runs are left untouched (they are still
+resumable); so is everything outside the repository.
+
+    python scripts/publish_runs.py docs/results/bench_learning/CartPoleNoVel
+    python scripts/publish_runs.py --dry-run docs/results/tmaze_final
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PATH_KEYS = ("final_model", "last_checkpoint", "run_dir")
+
+
+def relative_to_repo(path: str, run_dir: Path, root: Path) -> str:
+    """A path a summary names, as seen from the repository root (it may name another checkout or /tmp)."""
+    marker = "docs/results/"
+    if marker in path:
+        return marker + path.split(marker, 1)[1]
+    p = Path(path)
+    return str(run_dir.relative_to(root) / p.name) if p.is_absolute() else path
+
+
+def fix_copies(json_path: Path, root: Path, dry_run: bool) -> list[str]:
+    """Point the path entries of a grid-level JSON (compare's ``summaries/``, ``results.json``) at the kept files."""
+    data = json.loads(json_path.read_text())
+    changed = False
+    for entry in data if isinstance(data, list) else [data]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("run_dir"), str):
+            continue
+        run_dir = root / relative_to_repo(entry["run_dir"], json_path.parent, root)
+        for key in PATH_KEYS:
+            if isinstance(entry.get(key), str):
+                value = relative_to_repo(entry[key], run_dir, root)
+                if key == "last_checkpoint" and (run_dir / "final_model.zip").exists():
+                    value = str((run_dir / "final_model.zip").relative_to(root))
+                changed |= value != entry[key]
+                entry[key] = value
+    if not changed:
+        return []
+    if not dry_run:
+        json_path.write_text(json.dumps(data, indent=2) + "\n")
+    return [f"rewrite paths in {json_path.relative_to(root)}"]
+
+
+def is_run_dir(folder: Path) -> bool:
+    """A run directory of train.py: its summary beside its resolved config."""
+    return (folder / "summary.json").exists() and (folder / "config.yml").exists()
+
+
+def publish(run_dir: Path, root: Path, dry_run: bool) -> list[str]:
+    """Prune one finished run directory; returns what was (or would be) done."""
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    if summary.get("status") != "finished" or not (run_dir / "final_model.zip").exists():
+        return [f"skip {run_dir.relative_to(root)}: not finished"]
+    done = []
+    for extra in (run_dir / "checkpoints", run_dir / "best_model.zip"):
+        if extra.exists():
+            done.append(f"remove {extra.relative_to(root)}")
+            if not dry_run:
+                shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+    final = str((run_dir / "final_model.zip").relative_to(root))
+    new = {key: relative_to_repo(summary[key], run_dir, root) for key in PATH_KEYS if summary.get(key)}
+    new["final_model"] = new["last_checkpoint"] = final
+    new["run_dir"] = str(run_dir.relative_to(root))
+    if any(summary.get(key) != value for key, value in new.items()):
+        done.append(f"rewrite paths in {summary_path.relative_to(root)}")
+        if not dry_run:
+            summary_path.write_text(json.dumps({**summary, **new}, indent=2) + "\n")
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="folders searched for run directories (with summary.json)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout the paths are made relative to")
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    for folder in args.folders:
+        folder = folder.resolve()
+        if not folder.is_dir() or root not in (folder, *folder.parents):
+            print(f"error: {folder} is not a folder inside the checkout {root}", file=sys.stderr)
+            return 2
+    for folder in args.folders:
+        for summary in sorted(folder.resolve().rglob("summary.json")):
+            if is_run_dir(summary.parent):
+                for line in publish(summary.parent, root, args.dry_run):
+                    print(line)
+        for json_path in sorted(folder.resolve().rglob("*.json")):
+            if json_path.name != "summary.json" or not is_run_dir(json_path.parent):
+                for line in fix_copies(json_path, root, args.dry_run):
+                    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

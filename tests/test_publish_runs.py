@@ -1,0 +1,55 @@
+"""scripts/publish_runs.py on a real run directory written by train.py (a tiny PPO run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from stable_baselines3 import PPO
+
+REPO = Path(__file__).resolve().parent.parent
+PUBLISH = str(REPO / "scripts" / "publish_runs.py")
+
+
+def _train(out: Path) -> Path:
+    command = [
+        sys.executable, str(REPO / "train.py"), "--env", "popgym-RepeatPrevious", "--algo", "ppo", "--out", str(out),
+        "--timesteps", "512", "--n-envs", "2", "--eval-freq", "256", "--eval-episodes", "2", "--no-progress-bar",
+        "--hp", "n_steps=128", "batch_size=64", "n_epochs=1", "checkpoint_freq=256", "n_eval_envs=2",
+    ]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    return run_dir
+
+
+def test_publish_keeps_the_final_model_and_makes_paths_relative(tmp_path: Path) -> None:
+    root = tmp_path / "checkout"
+    run_dir = _train(root / "docs" / "results" / "probe")
+    grid_json = root / "docs" / "results" / "probe_summary.json"  # a grid-level copy, as compare's summaries/ hold
+    grid_json.write_text((run_dir / "summary.json").read_text())
+    assert (run_dir / "best_model.zip").exists() and any((run_dir / "checkpoints").iterdir())
+
+    dry = subprocess.run([sys.executable, PUBLISH, "--dry-run", "--root", str(root), str(root / "docs")], capture_output=True, text=True)
+    assert dry.returncode == 0 and "remove" in dry.stdout
+    assert (run_dir / "best_model.zip").exists(), "--dry-run changed something"
+
+    proc = subprocess.run([sys.executable, PUBLISH, "--root", str(root), str(root / "docs")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not (run_dir / "best_model.zip").exists() and not (run_dir / "checkpoints").exists()
+    final = str((run_dir / "final_model.zip").relative_to(root))
+    for path in (run_dir / "summary.json", grid_json):
+        summary = json.loads(path.read_text())
+        assert summary["final_model"] == summary["last_checkpoint"] == final, path
+        assert summary["run_dir"] == str(run_dir.relative_to(root))
+    PPO.load(root / final, device="cpu")  # what the kept path names loads
+
+    again = subprocess.run([sys.executable, PUBLISH, "--root", str(root), str(root / "docs")], capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout == "", "a second pass must find nothing to do"
+
+
+def test_publish_refuses_a_folder_outside_the_checkout(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, PUBLISH, "--root", str(tmp_path / "a"), str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "not a folder inside" in proc.stderr
