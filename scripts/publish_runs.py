@@ -62,14 +62,14 @@ def is_run_dir(folder: Path) -> bool:
     return (folder / "summary.json").exists() and (folder / "config.yml").exists()
 
 
-def publish(run_dir: Path, root: Path, dry_run: bool) -> list[str]:
+def publish(run_dir: Path, root: Path, dry_run: bool, keep_best: bool = False) -> list[str]:
     """Prune one finished run directory; returns what was (or would be) done."""
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text())
     if summary.get("status") != "finished" or not (run_dir / "final_model.zip").exists():
         return [f"skip {run_dir.relative_to(root)}: not finished"]
     done = []
-    for extra in (run_dir / "checkpoints", run_dir / "best_model.zip"):
+    for extra in (run_dir / "checkpoints", *(() if keep_best else (run_dir / "best_model.zip",))):
         if extra.exists():
             done.append(f"remove {extra.relative_to(root)}")
             if not dry_run:
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="folders searched for run directories (with summary.json)")
     parser.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    parser.add_argument("--keep-best", action="store_true",
+                        help="keep best_model.zip too (results that report model selection, e.g. the T-Maze curriculum)")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout the paths are made relative to")
     args = parser.parse_args(argv)
     root = args.root.resolve()
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.folders:
         for summary in sorted(folder.resolve().rglob("summary.json")):
             if is_run_dir(summary.parent):
-                for line in publish(summary.parent, root, args.dry_run):
+                for line in publish(summary.parent, root, args.dry_run, args.keep_best):
                     print(line)
         for json_path in sorted(folder.resolve().rglob("*.json")):
             if json_path.name != "summary.json" or not is_run_dir(json_path.parent):

@@ -53,3 +53,4 @@ def test_publish_keeps_the_final_model_and_makes_paths_relative(tmp_path: Path) 
 def test_publish_refuses_a_folder_outside_the_checkout(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, PUBLISH, "--root", str(tmp_path / "a"), str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "not a folder inside" in proc.stderr
+
