@@ -6,7 +6,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_a_length_counts_only_after_every_shorter_one_a_length_only_after_every_shorter_one():
+def test_a_length_counts_only_after_every_shorter_one():
     sys.path.insert(0, str(REPO / "benchmarks"))
     from reproduce_tmaze import reached, wilson
 
