@@ -24,5 +24,7 @@ for env in popgym-RepeatFirst popgym-RepeatPrevious; do
   python3 train.py compare --env $env --algos ppo-elmur ppo-lstm ppo --seeds 3 --out $EV/$env --table-only >> $EV/$env.log 2>&1
 done
 tail -n 30 $EV/*.log
-tar czf "$OUT/evidence.tgz" --exclude='*.zip' --exclude='checkpoints' -C /tmp ev
+# Keep every final_model.zip (a published figure needs its model beside it; an earlier version of this
+# script dropped all zips and the models behind a table were lost); checkpoints and best models stay behind.
+tar czf "$OUT/evidence.tgz" --exclude='checkpoints' --exclude='best_model.zip' -C /tmp ev
 ls -la "$OUT"
