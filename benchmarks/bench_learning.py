@@ -84,6 +84,10 @@ VARIANTS = {
     # lin_1e-3 (the ppo-elmur / ppo-lstm rows): the same search for both algorithms (issue 15).
     "ppo-elmur-lin3e-4": ("ppo-elmur", ("learning_rate=lin_3e-4",)),
     "ppo-lstm-lin3e-4": ("ppo-lstm", ("learning_rate=lin_3e-4",)),
+    # PendulumNoVel's rl-zoo3 rate (constant 1e-3) decayed linearly to 0: issue 10's stability fix of
+    # the T-Maze, tried on the task where PPOElmur oscillated at the constant rate.
+    "ppo-elmur-lin1e-3": ("ppo-elmur", ("learning_rate=lin_1e-3",)),
+    "ppo-lstm-lin1e-3": ("ppo-lstm", ("learning_rate=lin_1e-3",)),
 }
 THRESHOLD = 0.9
 
