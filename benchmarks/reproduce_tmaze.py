@@ -32,9 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agents.rundir import FINAL_MODEL, read_summary  # noqa: E402
+
 TRAIN = [sys.executable, str(ROOT / "train.py")]
 LENGTHS = (30, 100, 1_000, 10_000, 100_000, 1_000_000)
-CHOICES = {"final": "final_model.zip", "selected": "best_model.zip"}
+CHOICES = {"final": FINAL_MODEL, "selected": "best_model.zip"}
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -54,21 +58,17 @@ def run(command: list[str], log: Path) -> None:
         subprocess.run(command, check=True, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
 
 
-def finished(run_dir: Path) -> bool:
-    summary = run_dir / "summary.json"
-    return summary.exists() and json.loads(summary.read_text()).get("status") == "finished"
-
-
 def curriculum_step(out: Path, algo: str, seed: int, hp: list[str]) -> None:
     """Step 2 for one seed: start from the tmaze-30 final model, or resume, or skip if done."""
     name = f"tmaze-100__{algo}__s{seed}"
     run_dir = out / "curriculum" / name
-    if finished(run_dir):
+    summary = read_summary(run_dir)
+    if summary and summary.get("status") == "finished":
         return
-    if (run_dir / "summary.json").exists():
+    if summary is not None:
         command = [*TRAIN, "--resume", str(run_dir), "--no-progress-bar"]
     else:
-        start = out / "tmaze-30" / "runs" / f"tmaze-30__{algo}__s{seed}" / "final_model.zip"
+        start = out / "tmaze-30" / "runs" / f"tmaze-30__{algo}__s{seed}" / FINAL_MODEL
         command = [*TRAIN, "--env", "tmaze-100", "--algo", algo, "--seed", str(seed), "--trained-agent", str(start),
                    "--eval-env", "tmaze-1000", "--out", str(out / "curriculum"), "--run-name", name, "--no-progress-bar"]  # fmt: skip
         command += ["--hp", *hp] if hp else []

@@ -23,6 +23,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agents.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_MODEL, SUMMARY_FILE, read_summary  # noqa: E402
 PATH_KEYS = ("final_model", "last_checkpoint", "run_dir")
 
 
@@ -46,8 +49,8 @@ def fix_copies(json_path: Path, root: Path, dry_run: bool) -> list[str]:
         for key in PATH_KEYS:
             if isinstance(entry.get(key), str):
                 value = relative_to_repo(entry[key], run_dir, root)
-                if key == "last_checkpoint" and (run_dir / "final_model.zip").exists():
-                    value = str((run_dir / "final_model.zip").relative_to(root))
+                if key == "last_checkpoint" and (run_dir / FINAL_MODEL).exists():
+                    value = str((run_dir / FINAL_MODEL).relative_to(root))
                 changed |= value != entry[key]
                 entry[key] = value
     if not changed:
@@ -59,22 +62,22 @@ def fix_copies(json_path: Path, root: Path, dry_run: bool) -> list[str]:
 
 def is_run_dir(folder: Path) -> bool:
     """A run directory of train.py: its summary beside its resolved config."""
-    return (folder / "summary.json").exists() and (folder / "config.yml").exists()
+    return (folder / SUMMARY_FILE).exists() and (folder / CONFIG_FILE).exists()
 
 
 def publish(run_dir: Path, root: Path, dry_run: bool, keep_best: bool = False) -> list[str]:
     """Prune one finished run directory; returns what was (or would be) done."""
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text())
-    if summary.get("status") != "finished" or not (run_dir / "final_model.zip").exists():
+    summary_path = run_dir / SUMMARY_FILE
+    summary = read_summary(run_dir) or {}
+    if summary.get("status") != "finished" or not (run_dir / FINAL_MODEL).exists():
         return [f"skip {run_dir.relative_to(root)}: not finished"]
     done = []
-    for extra in (run_dir / "checkpoints", *(() if keep_best else (run_dir / "best_model.zip",))):
+    for extra in (run_dir / CHECKPOINT_DIR, *(() if keep_best else (run_dir / "best_model.zip",))):
         if extra.exists():
             done.append(f"remove {extra.relative_to(root)}")
             if not dry_run:
                 shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
-    final = str((run_dir / "final_model.zip").relative_to(root))
+    final = str((run_dir / FINAL_MODEL).relative_to(root))
     new = {key: relative_to_repo(summary[key], run_dir, root) for key in PATH_KEYS if summary.get(key)}
     new["final_model"] = new["last_checkpoint"] = final
     new["run_dir"] = str(run_dir.relative_to(root))
@@ -100,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {folder} is not a folder inside the checkout {root}", file=sys.stderr)
             return 2
     for folder in args.folders:
-        for summary in sorted(folder.resolve().rglob("summary.json")):
+        for summary in sorted(folder.resolve().rglob(SUMMARY_FILE)):
             if is_run_dir(summary.parent):
                 for line in publish(summary.parent, root, args.dry_run, args.keep_best):
                     print(line)
         for json_path in sorted(folder.resolve().rglob("*.json")):
-            if json_path.name != "summary.json" or not is_run_dir(json_path.parent):
+            if json_path.name != SUMMARY_FILE or not is_run_dir(json_path.parent):
                 for line in fix_copies(json_path, root, args.dry_run):
                     print(line)
     return 0
