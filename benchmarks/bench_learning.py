@@ -89,6 +89,9 @@ VARIANTS = {
     # log_std_init -2.5 (e^-2.5 = 0.08) starts PPOElmur's noise at RecurrentPPO's scale: a probe of
     # that cause, not a setting. It learned less (seed 0: best -907), so noise alone is not the fix.
     "ppo-elmur-lowstd": ("ppo-elmur", ("policy_kwargs.log_std_init=-2.5",)),
+    # The heads read the core's output divided by sqrt(d_model) (norm ~1, an LSTM's scale): the cause
+    # behind both the noise above and the update size (issues 10, 15).
+    "ppo-elmur-outscale": ("ppo-elmur", ("policy_kwargs.output_scale=null",)),
 }
 THRESHOLD = 0.9
 

@@ -62,6 +62,10 @@ class ElmurConfig:
     :param norm_first: pre-norm residual blocks, ``h = h + f(Norm(h))``, with a final norm on the
         core's output (GTrXL's reordering, which it found to stabilise transformers in RL); False is
         the paper's post-norm ``h = Norm(h + f(h))``
+    :param output_scale: factor on the output tokens that the policy and value heads read (the memory
+        write reads them unscaled); None gives ``1 / sqrt(d_model)``, an output of norm ~1 like an LSTM's,
+        where layer-normed tokens have norm ~``sqrt(d_model)``: the heads' input scale sets how far one
+        update moves the policy, and gSDE's noise scales with it
     :param dropout: dropout inside the layers; keep 0 for PPO (its ratio needs the rollout's function)
     """
 
@@ -79,6 +83,7 @@ class ElmurConfig:
     position_embedding: bool = False
     alibi_init: bool = True
     norm_first: bool = False
+    output_scale: float | None = 1.0
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -103,6 +108,12 @@ class ElmurConfig:
         need(0.0 < self.lru_blend <= 1.0, f"lru_blend must lie in (0, 1], got {self.lru_blend!r}")
         need(self.memory_init_std >= 0.0, f"memory_init_std must be >= 0, got {self.memory_init_std!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if self.output_scale is None:
+            self.output_scale = 1.0 / math.sqrt(self.d_model)
+        need(
+            isinstance(self.output_scale, (int, float)) and self.output_scale > 0.0,
+            f"output_scale must be > 0 (None = 1/sqrt(d_model)), got {self.output_scale!r}",
+        )
         if self.d_ff is None:
             self.d_ff = 4 * self.d_model
         need(isinstance(self.d_ff, int) and self.d_ff >= 1, f"d_ff must be an integer >= 1, got {self.d_ff!r}")
@@ -364,6 +375,10 @@ class ElmurCore(nn.Module):
         # Pre-norm layers pass on an un-normed residual stream; the heads read it normed.
         self.norm_out = nn.LayerNorm(config.d_model) if config.norm_first else nn.Identity()
 
+    def head_input(self, h: th.Tensor) -> th.Tensor:
+        """What the policy and value heads read of the last layer's output tokens."""
+        return self.norm_out(h) * self.config.output_scale
+
     def initial_segment_start(self, batch_size: int, device: th.device | str) -> SegmentStart:
         """Fresh episodes: every memory slot empty (the cache is masked by episode time)."""
         c = self.config
@@ -472,7 +487,7 @@ class ElmurCore(nn.Module):
             start, cache_keys, cache_values, th.stack(keys), th.stack(values), th.stack(inputs), th.stack(outputs),
             state.episode_time + 1,
         )  # fmt: skip
-        return self.norm_out(h), next_state, weights
+        return self.head_input(h), next_state, weights
 
     def forward_segment(
         self, features: th.Tensor, start: SegmentStart, start_time: th.Tensor
@@ -497,4 +512,4 @@ class ElmurCore(nn.Module):
             inputs.append(h)
             h, weights = layer.forward_segment(h, start.cache[i], memory.vectors[i], memory.times, token_times)
             outputs.append(h)
-        return self.norm_out(h), self.next_segment_start(start, inputs, outputs, token_times), weights
+        return self.head_input(h), self.next_segment_start(start, inputs, outputs, token_times), weights

@@ -37,18 +37,21 @@ def test_cache_len_zero_is_the_papers_model_unchanged():
 
 
 @pytest.mark.parametrize(
-    "cache_len,bptt_segments,shared_core,norm_first",
-    [(1, 1, True, False), (3, 3, False, False), (4, 2, True, False), (11, 2, False, False), (11, 1, True, False),
-     (4, 2, False, True)],
+    "cache_len,bptt_segments,shared_core,norm_first,output_scale",
+    [(1, 1, True, False, 1.0), (3, 3, False, False, 1.0), (4, 2, True, False, 1.0), (11, 2, False, False, 1.0),
+     (11, 1, True, False, 1.0), (4, 2, False, True, 1.0), (4, 2, False, False, None), (3, 2, True, True, 0.3)],
 )  # fmt: skip
-def test_update_recomputes_rollout_exactly_with_cache(cache_len, bptt_segments, shared_core, norm_first):
+def test_update_recomputes_rollout_exactly_with_cache(cache_len, bptt_segments, shared_core, norm_first, output_scale):
     # segment_len 4; episodes of 1-14 steps (many shorter than a cache of 11) that end by termination or
     # truncation; n_steps=37 makes rollouts begin mid-segment, so chains start from carried-over prefixes.
     venv = make_vec_env(RandomLengthEnv, n_envs=3, seed=1)
     model = PPOElmur(
         "MlpElmurPolicy", venv, n_steps=37, batch_size=40, n_epochs=1, learning_rate=0.0, seed=0,
         bptt_segments=bptt_segments,
-        policy_kwargs=dict(SMALL, cache_len=cache_len, shared_core=shared_core, memory_init_std=0.1, norm_first=norm_first),
+        policy_kwargs=dict(
+            SMALL, cache_len=cache_len, shared_core=shared_core, memory_init_std=0.1, norm_first=norm_first,
+            output_scale=output_scale,
+        ),
     )  # fmt: skip
     for layer in [*model.policy.core_actor.layers, *getattr(model.policy.core_critic, "layers", [])]:
         th.nn.init.normal_(layer.self_bias)  # make every cached distance matter

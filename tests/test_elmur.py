@@ -116,6 +116,36 @@ def test_lru_rule_rewrites_empty_then_blends_oldest():
     assert times.tolist() == [[19, 19]] and vectors.flatten().tolist() == [9.0, 9.0]
 
 
+def test_output_scale_scales_what_the_heads_read_not_what_the_memory_writes():
+    th.manual_seed(3)
+    configs = [ElmurConfig(d_model=16, n_layers=2, n_heads=4, segment_len=3, memory_slots=2, cache_len=2, output_scale=s)
+               for s in (1.0, None)]  # fmt: skip
+    assert configs[1].output_scale == pytest.approx(0.25)
+    cores = [ElmurCore(config, input_dim=5) for config in configs]
+    cores[1].load_state_dict(cores[0].state_dict())
+    features = th.randn(2, 10, 5)
+    states = [core.initial_state(2, "cpu") for core in cores]
+    with th.no_grad():
+        for t in range(10):
+            (h_plain, states[0], _), (h_scaled, states[1], _) = (
+                core.step(features[:, t], state) for core, state in zip(cores, states)
+            )
+            assert th.allclose(h_scaled, 0.25 * h_plain, atol=1e-6)
+            # post-norm output: layer-normed, norm sqrt(d_model) = 4; scaled, norm 1
+            assert th.allclose(h_scaled.norm(dim=-1), th.ones(2), atol=1e-3)
+        segment_out, _, _ = cores[1].forward_segment(features[:, :3], cores[1].initial_segment_start(2, "cpu"), th.zeros(2, dtype=th.long))
+    assert th.equal(states[0].memory.vectors, states[1].memory.vectors)
+    with th.no_grad():
+        first_steps = []
+        state = cores[1].initial_state(2, "cpu")
+        for t in range(3):
+            h, state, _ = cores[1].step(features[:, t], state)
+            first_steps.append(h)
+    assert th.allclose(th.stack(first_steps, 1), segment_out, atol=1e-5)
+    with pytest.raises(ValueError, match="output_scale must be > 0"):
+        ElmurConfig(output_scale=0.0)
+
+
 # --------------------------------------------------------------------------------------------
 # PPOElmur's update recomputes what the rollout saw
 
