@@ -65,7 +65,8 @@ class ElmurConfig:
     :param output_scale: factor on the output tokens that the policy and value heads read (the memory
         write reads them unscaled); None gives ``1 / sqrt(d_model)``, an output of norm ~1 like an LSTM's,
         where layer-normed tokens have norm ~``sqrt(d_model)``: the heads' input scale sets how far one
-        update moves the policy, and gSDE's noise scales with it
+        update moves the policy, and gSDE's noise scales with it (None measured worse on 3 of 5 tasks:
+        docs/results, "The heads' input scale")
     :param dropout: dropout inside the layers; keep 0 for PPO (its ratio needs the rollout's function)
     """
 

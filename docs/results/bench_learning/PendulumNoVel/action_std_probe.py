@@ -1,5 +1,7 @@
 """PPOElmur's and RecurrentPPO's gSDE action std on PendulumNoVel after one rollout and update (the preset, seed 0).
 
+Also PPOElmur with ``output_scale=None`` (the heads read the core's output divided by sqrt(d_model)).
+
     python docs/results/bench_learning/PendulumNoVel/action_std_probe.py
 """
 import sys
@@ -10,8 +12,8 @@ th.set_num_threads(1)
 from agents.build import build_model, make_train_env
 from agents.experiment import resolve_experiment
 from agents.hyperparams import parse_overrides
-for algo in ["ppo-elmur", "ppo-lstm"]:
-    exp = resolve_experiment("PendulumNoVel-v1", algo, seed=0, overrides=parse_overrides([]))
+for algo, hp in [("ppo-elmur", []), ("ppo-elmur", ["policy_kwargs.output_scale=null"]), ("ppo-lstm", [])]:
+    exp = resolve_experiment("PendulumNoVel-v1", algo, seed=0, overrides=parse_overrides(hp))
     venv = make_train_env(exp, None, 0)
     model = build_model(exp, venv, None, "cpu")
     model.learn(4096)  # one rollout + one update, to have real observations and states
@@ -32,4 +34,4 @@ for algo in ["ppo-elmur", "ppo-lstm"]:
             latent = pol.mlp_extractor.forward_actor(latent_pi)
         dist = pol._get_action_dist_from_latent(latent)
         std = dist.distribution.stddev.mean().item()
-    print(algo, "core output norm", latent_pi.norm(dim=-1).mean().item(), "policy latent norm", latent.norm(dim=-1).mean().item(), "action std", std)
+    print(algo, *hp, "core output norm", latent_pi.norm(dim=-1).mean().item(), "policy latent norm", latent.norm(dim=-1).mean().item(), "action std", std)
