@@ -93,6 +93,10 @@ VARIANTS = {
     # behind both the noise above and the update size (issues 10, 15). Seed 0 on five tasks: worse on
     # PendulumNoVel, tmaze-30, RecallBack-k3, less stable on CartPoleNoVel; not adopted.
     "ppo-elmur-outscale": ("ppo-elmur", ("policy_kwargs.output_scale=null",)),
+    # The other point of the equal learning-rate grid on PendulumNoVel, whose rl-zoo3 setting is a
+    # constant 1e-3 (the ppo-elmur / ppo-lstm rows): the CartPoleNoVel grid's lower rate, same schedule.
+    "ppo-elmur-lr3e-4": ("ppo-elmur", ("learning_rate=3e-4",)),
+    "ppo-lstm-lr3e-4": ("ppo-lstm", ("learning_rate=3e-4",)),
 }
 THRESHOLD = 0.9
 
