@@ -52,6 +52,10 @@ class ElmurConfig:
     :param memory_slots: slots per layer memory (``M``)
     :param lru_blend: weight of the new content when an occupied slot is updated, in (0, 1]
     :param use_lru: False replaces the whole memory every segment (the paper's ablation)
+    :param write_gate: a learned gate ``g = sigmoid(w . u + b)`` per layer and slot scales each LRU
+        update, ``slot <- g * lru_blend * u + (1 - g * lru_blend) * slot``, so that a segment with
+        nothing worth keeping can leave an old slot (a T-Maze cue) as it was; ``w = 0, b = 3`` at the
+        start (``g = 0.95``, near the paper's rule). Needs ``use_lru``
     :param memory_init_std: std of the initial slot contents (0 = deterministic zeros)
     :param max_dist: distances are clamped to ``[-max_dist, max_dist]`` in the memory bias
     :param position_embedding: add a learned embedding of the token's position in its segment (the
@@ -79,6 +83,7 @@ class ElmurConfig:
     memory_slots: int = 8
     lru_blend: float = 0.8
     use_lru: bool = True
+    write_gate: bool = False
     memory_init_std: float = 0.0
     max_dist: int = 1024
     position_embedding: bool = False
@@ -107,6 +112,7 @@ class ElmurConfig:
             f"try n_heads in {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0][:8]}",
         )
         need(0.0 < self.lru_blend <= 1.0, f"lru_blend must lie in (0, 1], got {self.lru_blend!r}")
+        need(self.use_lru or not self.write_gate, "write_gate gates the LRU update: it needs use_lru=True")
         need(self.memory_init_std >= 0.0, f"memory_init_std must be >= 0, got {self.memory_init_std!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must lie in [0, 1), got {self.dropout!r}")
         if self.output_scale is None:
@@ -262,6 +268,10 @@ class ElmurLayer(nn.Module):
         # it: without a closing norm the slots grow geometrically over an episode (measured: 5e8 after
         # 500 steps on CartPoleNoVel, then NaN). Post-norm slots are normed already.
         self.norm_memory_out = nn.LayerNorm(d) if config.norm_first else nn.Identity()
+        self.write_gate = nn.Linear(d, 1) if config.write_gate else None
+        if self.write_gate is not None:
+            nn.init.zeros_(self.write_gate.weight)
+            nn.init.constant_(self.write_gate.bias, 3.0)
 
     def self_attention_bias(self, query_pos: th.Tensor, key_pos: th.Tensor, key_valid: th.Tensor) -> th.Tensor:
         """Causal relative bias over segment positions (the cache at ``-cache_len .. -1``).
@@ -311,6 +321,10 @@ class ElmurLayer(nn.Module):
         written, _ = self.write(self.pre(self.norm_write, memory), tokens, bias)
         u = self.post(self.norm_write, memory, written)
         return self.norm_memory_out(self.post(self.norm_memory_ffn, u, self.memory_ffn(self.pre(self.norm_memory_ffn, u))))
+
+    def write_strength(self, candidates: th.Tensor) -> th.Tensor | None:
+        """The write gate of each slot's update, ``(B, M, 1)``; None without ``write_gate``."""
+        return None if self.write_gate is None else th.sigmoid(self.write_gate(candidates))
 
     def forward_segment(
         self, h: th.Tensor, cache: th.Tensor, memory: th.Tensor, memory_times: th.Tensor, token_times: th.Tensor
@@ -440,8 +454,11 @@ class ElmurCore(nn.Module):
                 for i, layer in enumerate(self.layers)
             ]
         )
+        gate = None
+        if self.config.write_gate:
+            gate = th.stack([layer.write_strength(layer_candidates) for layer, layer_candidates in zip(self.layers, candidates)])
         vectors, times = write_memory(
-            memory.vectors, memory.times, candidates, token_times[:, -1], self.config.lru_blend, self.config.use_lru
+            memory.vectors, memory.times, candidates, token_times[:, -1], self.config.lru_blend, self.config.use_lru, gate
         )
         cache = th.cat([start.cache, th.stack(layer_inputs)], dim=2)
         return SegmentStart(Memory(vectors, times), cache[:, :, cache.shape[2] - self.config.cache_len :])

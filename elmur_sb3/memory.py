@@ -66,6 +66,7 @@ def write_memory(
     end_time: th.Tensor,
     lru_blend: float,
     use_lru: bool,
+    gate: th.Tensor | None = None,
 ) -> tuple[th.Tensor, th.Tensor]:
     """Apply one segment's write to the memory of every layer.
 
@@ -78,6 +79,8 @@ def write_memory(
     :param times: ``(batch, slots)`` timestamps at the segment start
     :param candidates: ``(n_layers, batch, slots, d)`` the memory track's output ``u``
     :param end_time: ``(batch,)`` episode time of the segment's last step
+    :param gate: ``(n_layers, batch, slots, 1)`` in (0, 1), a factor on ``lru_blend`` for updates of an
+        occupied slot (rewrites of empty slots are whole); None leaves the paper's rule
     :return: new vectors and timestamps
     """
     stamped = end_time[:, None].expand_as(times)
@@ -85,6 +88,8 @@ def write_memory(
         return candidates, stamped.clone()
     target, full = lru_slot_mask(times)
     blend = th.where(full, lru_blend, 1.0).to(candidates.dtype)[None, :, None, None]
+    if gate is not None:
+        blend = blend * th.where(full[None, :, None, None], gate, 1.0)
     written = blend * candidates + (1.0 - blend) * memory_vectors
     vectors = th.where(target[None, :, :, None], written, memory_vectors)
     return vectors, th.where(target, stamped, times)

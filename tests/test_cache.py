@@ -37,11 +37,13 @@ def test_cache_len_zero_is_the_papers_model_unchanged():
 
 
 @pytest.mark.parametrize(
-    "cache_len,bptt_segments,shared_core,norm_first,output_scale",
-    [(1, 1, True, False, 1.0), (3, 3, False, False, 1.0), (4, 2, True, False, 1.0), (11, 2, False, False, 1.0),
-     (11, 1, True, False, 1.0), (4, 2, False, True, 1.0), (4, 2, False, False, None), (3, 2, True, True, 0.3)],
+    "cache_len,bptt_segments,shared_core,norm_first,extra",
+    [(1, 1, True, False, {}), (3, 3, False, False, {}), (4, 2, True, False, {}), (11, 2, False, False, {}),
+     (11, 1, True, False, {}), (4, 2, False, True, {}), (4, 2, False, False, {"output_scale": None}),
+     (3, 2, True, True, {"output_scale": 0.3}), (4, 3, False, False, {"write_gate": True}),
+     (2, 2, True, True, {"write_gate": True})],
 )  # fmt: skip
-def test_update_recomputes_rollout_exactly_with_cache(cache_len, bptt_segments, shared_core, norm_first, output_scale):
+def test_update_recomputes_rollout_exactly_with_cache(cache_len, bptt_segments, shared_core, norm_first, extra):
     # segment_len 4; episodes of 1-14 steps (many shorter than a cache of 11) that end by termination or
     # truncation; n_steps=37 makes rollouts begin mid-segment, so chains start from carried-over prefixes.
     venv = make_vec_env(RandomLengthEnv, n_envs=3, seed=1)
@@ -49,12 +51,13 @@ def test_update_recomputes_rollout_exactly_with_cache(cache_len, bptt_segments, 
         "MlpElmurPolicy", venv, n_steps=37, batch_size=40, n_epochs=1, learning_rate=0.0, seed=0,
         bptt_segments=bptt_segments,
         policy_kwargs=dict(
-            SMALL, cache_len=cache_len, shared_core=shared_core, memory_init_std=0.1, norm_first=norm_first,
-            output_scale=output_scale,
+            SMALL, cache_len=cache_len, shared_core=shared_core, memory_init_std=0.1, norm_first=norm_first, **extra
         ),
     )  # fmt: skip
     for layer in [*model.policy.core_actor.layers, *getattr(model.policy.core_critic, "layers", [])]:
         th.nn.init.normal_(layer.self_bias)  # make every cached distance matter
+        if layer.write_gate is not None:  # and every slot's gate
+            th.nn.init.normal_(layer.write_gate.weight)
     assert_update_is_exact(model, n_updates=5)
 
 

@@ -116,6 +116,40 @@ def test_lru_rule_rewrites_empty_then_blends_oldest():
     assert times.tolist() == [[19, 19]] and vectors.flatten().tolist() == [9.0, 9.0]
 
 
+def test_write_gate_paths_agree_and_a_closed_gate_keeps_the_slots():
+    th.manual_seed(5)
+    config = ElmurConfig(d_model=16, n_layers=2, n_heads=4, segment_len=3, memory_slots=2, cache_len=2, write_gate=True)
+    core = ElmurCore(config, input_dim=5)
+    for layer in core.layers:
+        th.nn.init.normal_(layer.write_gate.weight)
+    features = th.randn(2, 14, 5)
+    state, steps = core.initial_state(2, "cpu"), []
+    with th.no_grad():
+        for t in range(14):
+            h, state, _ = core.step(features[:, t], state)
+            steps.append(h)
+        start, segments = core.initial_segment_start(2, "cpu"), []
+        for t0 in range(0, 14, 3):
+            h, start, _ = core.forward_segment(features[:, t0 : t0 + 3], start, th.full((2,), t0))
+            segments.append(h)
+    assert th.allclose(th.stack(steps, 1), th.cat(segments, 1), atol=1e-5)
+    # A closed gate: once both slots are written, later segments change their timestamps only.
+    for layer in core.layers:
+        th.nn.init.zeros_(layer.write_gate.weight)
+        th.nn.init.constant_(layer.write_gate.bias, -40.0)
+    state = core.initial_state(2, "cpu")
+    with th.no_grad():
+        for t in range(6):
+            _, state, _ = core.step(features[:, t], state)
+        full = state.memory.vectors.clone()
+        for t in range(6, 14):
+            _, state, _ = core.step(features[:, t], state)
+    assert th.equal(state.memory.vectors, full)
+    assert state.memory.times.tolist() == [[8, 11], [8, 11]]
+    with pytest.raises(ValueError, match="write_gate gates the LRU update"):
+        ElmurConfig(write_gate=True, use_lru=False)
+
+
 def test_output_scale_scales_what_the_heads_read_not_what_the_memory_writes():
     th.manual_seed(3)
     configs = [ElmurConfig(d_model=16, n_layers=2, n_heads=4, segment_len=3, memory_slots=2, cache_len=2, output_scale=s)
