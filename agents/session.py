@@ -277,6 +277,11 @@ def _run_session(
 def _close(*venvs: Any) -> None:
     for venv in venvs:
         if venv is not None:
+            # A signal inside SubprocVecEnv.step_wait leaves ``waiting`` set after some workers' results
+            # were read, and close() then waits for those forever. The step's results are not needed.
+            inner = getattr(venv, "unwrapped", venv)
+            if getattr(inner, "waiting", False):
+                inner.waiting = False
             try:
                 venv.close()
             except Exception:  # noqa: BLE001 - closing after an interrupt must not mask the summary
