@@ -322,9 +322,9 @@ class ElmurLayer(nn.Module):
         u = self.post(self.norm_write, memory, written)
         return self.norm_memory_out(self.post(self.norm_memory_ffn, u, self.memory_ffn(self.pre(self.norm_memory_ffn, u))))
 
-    def write_strength(self, candidates: th.Tensor) -> th.Tensor | None:
-        """The write gate of each slot's update, ``(B, M, 1)``; None without ``write_gate``."""
-        return None if self.write_gate is None else th.sigmoid(self.write_gate(candidates))
+    def write_strength(self, candidates: th.Tensor) -> th.Tensor:
+        """The write gate of each slot's update, ``(B, M, 1)``; only built with ``write_gate``."""
+        return th.sigmoid(self.write_gate(candidates))
 
     def forward_segment(
         self, h: th.Tensor, cache: th.Tensor, memory: th.Tensor, memory_times: th.Tensor, token_times: th.Tensor
