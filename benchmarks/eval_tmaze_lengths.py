@@ -1,7 +1,9 @@
 """Evaluate one saved T-Maze agent on corridors far longer than its training ones.
 
 All episodes of one length run side by side in the native numpy T-Maze VecEnv (one batched
-``predict`` per step), deterministic actions; success = the right goal (``is_success``).
+``predict`` per step), deterministic actions; success = the right goal (``is_success``). Success is
+also reported per cue: a policy that has lost the cue turns the same way whatever it saw, and scores
+1.0 on one cue and 0.0 on the other (about 0.5 overall).
 
     python benchmarks/eval_tmaze_lengths.py MODEL.zip --lengths 100 1000 10000 100000 --episodes 32 --out result.json
 """
@@ -24,6 +26,7 @@ from envs import make_vec_env  # noqa: E402
 def evaluate(model, length: int, episodes: int, seed: int) -> dict:
     venv = make_vec_env(f"tmaze-{length}", n_envs=episodes, seed=seed)
     obs = venv.reset()
+    cue_up = obs[:, 0] > 0.5  # only the first observation carries the cue (envs/tmaze.py)
     state, starts = None, np.ones(episodes, dtype=bool)
     finished = np.zeros(episodes, dtype=bool)
     success = np.zeros(episodes, dtype=bool)
@@ -33,7 +36,11 @@ def evaluate(model, length: int, episodes: int, seed: int) -> dict:
         obs, _, starts, infos = venv.step(actions)
         for i in np.flatnonzero(starts & ~finished):  # each env's first episode only
             finished[i], success[i] = True, bool(infos[i].get("is_success", False))
+    def rate(mask: np.ndarray) -> float | None:
+        return float(success[mask].mean()) if mask.any() else None
+
     return {"length": length, "episodes": episodes, "success_rate": float(success.mean()),
+            "success_cue_up": rate(cue_up), "success_cue_down": rate(~cue_up),
             "seconds": round(time.perf_counter() - begin, 1)}  # fmt: skip
 
 

@@ -16,3 +16,28 @@ def test_a_length_counts_only_after_every_shorter_one():
     assert wilson(5, 5)[1] == 1.0 and 0.5 < wilson(5, 5)[0] < 0.6  # 5/5: [0.57, 1.00]
     low, high = wilson(4, 5)
     assert low < 0.8 < high and wilson(0, 5)[0] == 0.0
+
+
+class _Scripted:
+    """A T-Maze policy from envs.tmaze.optimal_action, with the cue it acts on fixed or read at step 0."""
+
+    def __init__(self, always_up: bool):
+        self.always_up = always_up
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        import numpy as np
+
+        from envs.tmaze import optimal_action
+
+        cue = np.where(episode_start, obs[:, 0] > 0.5, state) if state is not None else obs[:, 0] > 0.5
+        return optimal_action(obs, np.ones_like(cue) if self.always_up else cue), cue
+
+
+def test_length_evaluation_reports_success_per_cue():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from eval_tmaze_lengths import evaluate
+
+    remembers = evaluate(_Scripted(always_up=False), length=20, episodes=16, seed=3)
+    assert remembers["success_rate"] == remembers["success_cue_up"] == remembers["success_cue_down"] == 1.0
+    lost = evaluate(_Scripted(always_up=True), length=20, episodes=16, seed=3)
+    assert lost["success_cue_up"] == 1.0 and lost["success_cue_down"] == 0.0 and 0.0 < lost["success_rate"] < 1.0
