@@ -41,3 +41,19 @@ def test_length_evaluation_reports_success_per_cue():
     assert remembers["success_rate"] == remembers["success_cue_up"] == remembers["success_cue_down"] == 1.0
     lost = evaluate(_Scripted(always_up=True), length=20, episodes=16, seed=3)
     assert lost["success_cue_up"] == 1.0 and lost["success_cue_down"] == 0.0 and 0.0 < lost["success_rate"] < 1.0
+
+
+def test_cue_retention_reads_each_layers_memory_at_every_segment_end():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from cue_retention import cue_separation
+
+    from elmur_sb3 import PPOElmur
+    from envs import make_vec_env
+
+    venv = make_vec_env("tmaze-20", n_envs=2, seed=0)
+    model = PPOElmur("MlpElmurPolicy", venv, n_steps=8, seed=0,
+                     policy_kwargs=dict(d_model=16, n_layers=3, n_heads=2, segment_len=4, memory_slots=2))  # fmt: skip
+    separation = cue_separation(model, length=20)
+    assert sorted(separation) == [1, 2, 3, 4, 5] and all(len(v) == 3 for v in separation.values())
+    # the cue is written into every layer's memory at the first segment's end, so the two episodes differ
+    assert all(x > 1e-4 for x in separation[1])
