@@ -55,6 +55,11 @@ def main() -> int:
     parser.add_argument("--length", type=int, default=1000, help="corridor length (must exceed the segments asked for)")
     parser.add_argument("--segments", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50, 99])
     args = parser.parse_args()
+    missing = [str(path) for path in args.models if not path.is_file()]
+    if missing:
+        parser.error(f"no such model file: {', '.join(missing)} (expected PPOElmur .zip files saved by train.py)")
+    if max(args.segments) * 1 > args.length:
+        parser.error(f"--segments up to {max(args.segments)} need a corridor of more steps than --length {args.length}")
     th.set_num_threads(1)
     print("| model | " + " | ".join(f"k={k}" for k in args.segments) + " |")
     print("|---|" + "---|" * len(args.segments))
