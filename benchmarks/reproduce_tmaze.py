@@ -5,9 +5,12 @@ For every algorithm and every seed (no seed is dropped or hand-picked):
 1. ``train.py compare --env tmaze-30`` (the T-Maze preset, 400k env steps);
 2. the curriculum step from that run's ``final_model.zip``: ``train.py --env tmaze-100
    --trained-agent ... --eval-env tmaze-1000`` (the ``tmaze-100`` preset, 300k env steps);
-3. the curriculum model evaluated on corridors of increasing length (``eval_tmaze_lengths.py``,
-   deterministic actions), twice: **without model selection** (the step's ``final_model.zip``) and
-   **with** it (``best_model.zip``, the best evaluation at length 1,000 during the step).
+3. the models evaluated on corridors of increasing length (``eval_tmaze_lengths.py``, deterministic
+   actions), three of them per seed: the curriculum step's model **without model selection** (its
+   ``final_model.zip``) and **with** it (``best_model.zip``, the best evaluation at length 1,000 during
+   the step), and the **tmaze-30 model alone** (step 1's ``final_model.zip``, no curriculum, no
+   selection): a tmaze-30 run can learn a memory carry that does not decay, which the curriculum step
+   can lose (docs/results, "Which models carry the cue to 1,000 steps").
 
 A model *reaches* a length when it succeeds in every evaluation episode at that length and at every
 shorter one; the lengths are evaluated in increasing order and a model's evaluation stops at its
@@ -38,7 +41,16 @@ from agents.rundir import FINAL_MODEL, read_summary  # noqa: E402
 
 TRAIN = [sys.executable, str(ROOT / "train.py")]
 LENGTHS = (30, 100, 1_000, 10_000, 100_000, 1_000_000)
-CHOICES = {"final": FINAL_MODEL, "selected": "best_model.zip"}
+# Which model of a seed is evaluated: the curriculum step's final or selected model, or tmaze-30's final one.
+CHOICES = {"final": FINAL_MODEL, "selected": "best_model.zip", "tmaze30": FINAL_MODEL}
+CHOICE_LABELS = {"final": "final, no selection", "selected": "with selection", "tmaze30": "tmaze-30 only, no selection"}
+
+
+def model_path(out: Path, algo: str, seed: int, choice: str) -> Path:
+    """The model zip that ``choice`` names for one seed (see :data:`CHOICES`)."""
+    if choice == "tmaze30":
+        return out / "tmaze-30" / "runs" / f"tmaze-30__{algo}__s{seed}" / CHOICES[choice]
+    return out / "curriculum" / f"tmaze-100__{algo}__s{seed}" / CHOICES[choice]
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -77,7 +89,7 @@ def curriculum_step(out: Path, algo: str, seed: int, hp: list[str]) -> None:
 
 def evaluate_lengths(out: Path, algo: str, seed: int, choice: str, episodes: int, max_length: int) -> None:
     """Step 3 for one model: lengths in increasing order until the first one below 100%."""
-    model = out / "curriculum" / f"tmaze-100__{algo}__s{seed}" / CHOICES[choice]
+    model = model_path(out, algo, seed, choice)
     path = out / "lengths" / f"{algo}__s{seed}__{choice}.json"
     results = json.loads(path.read_text())["results"] if path.exists() else []
     for length in (length for length in LENGTHS if length <= max_length):
@@ -126,7 +138,7 @@ def report(out: Path, algos: list[str], seeds: int, max_length: int) -> str:
                 low, high = wilson(k, n)
                 table.setdefault(algo, {}).setdefault(choice, {})[length] = {"reached": k, "seeds": n, "wilson95": [low, high]}
                 cells.append(f"{k}/{n} [{low:.2f}, {high:.2f}]" + ("" if n == seeds else f" ({seeds - n} pending)"))
-            lines.append(f"| {algo} | {'with selection' if choice == 'selected' else 'final, no selection'} | " + " | ".join(cells) + " |")
+            lines.append(f"| {algo} | {CHOICE_LABELS[choice]} | " + " | ".join(cells) + " |")
             for seed in range(seeds):
                 path = out / "lengths" / f"{algo}__s{seed}__{choice}.json"
                 if path.exists():

@@ -57,3 +57,14 @@ def test_cue_retention_reads_each_layers_memory_at_every_segment_end():
     assert sorted(separation) == [1, 2, 3, 4, 5] and all(len(v) == 3 for v in separation.values())
     # the cue is written into every layer's memory at the first segment's end, so the two episodes differ
     assert all(x > 1e-4 for x in separation[1])
+
+
+def test_the_pipeline_evaluates_the_tmaze30_model_as_well_as_the_curriculum_models():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from reproduce_tmaze import CHOICE_LABELS, CHOICES, model_path
+
+    out = Path("/out")
+    assert model_path(out, "ppo-elmur", 4, "tmaze30") == out / "tmaze-30/runs/tmaze-30__ppo-elmur__s4/final_model.zip"
+    assert model_path(out, "ppo-lstm", 0, "selected") == out / "curriculum/tmaze-100__ppo-lstm__s0/best_model.zip"
+    assert model_path(out, "ppo-lstm", 0, "final") == out / "curriculum/tmaze-100__ppo-lstm__s0/final_model.zip"
+    assert set(CHOICE_LABELS) == set(CHOICES)
