@@ -31,9 +31,30 @@ def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, TRAIN, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
+def without_ray_state_sync_errors(stderr: str) -> str:
+    """stderr without the tracebacks Ray Tune logs, and survives, when a background copy of its
+    experiment state misses a temporary file it renamed meanwhile (``ERROR experiment_state.py ...
+    Saving experiment state ... failed``; seen once in CI, the run then finished normally)."""
+    kept, skipping = [], False
+    for line in stderr.splitlines():
+        if "ERROR experiment_state.py" in line and "Saving experiment state" in line:
+            skipping = True
+        elif skipping and line[:4].isdigit():  # the next timestamped log line ends the logged traceback
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)
+
+
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    assert "Traceback" not in without_ray_state_sync_errors(proc.stderr), proc.stderr[-4000:]
+
+
+def test_only_rays_survived_state_sync_tracebacks_are_tolerated() -> None:
+    logged = "2026 INFO a\n2026 ERROR experiment_state.py:176 -- Saving experiment state to x failed:\nTraceback (most recent call last):\n  File y\n2026 INFO b"
+    assert "Traceback" not in without_ray_state_sync_errors(logged)
+    assert "Traceback" in without_ray_state_sync_errors("2026 INFO a\nTraceback (most recent call last):\n  File z")
 
 
 def attempts(out: Path, cell: str) -> list[dict]:
