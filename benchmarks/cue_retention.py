@@ -58,7 +58,7 @@ def main() -> int:
     missing = [str(path) for path in args.models if not path.is_file()]
     if missing:
         parser.error(f"no such model file: {', '.join(missing)} (expected PPOElmur .zip files saved by train.py)")
-    if max(args.segments) * 1 > args.length:
+    if max(args.segments) > args.length:
         parser.error(f"--segments up to {max(args.segments)} need a corridor of more steps than --length {args.length}")
     th.set_num_threads(1)
     print("| model | " + " | ".join(f"k={k}" for k in args.segments) + " |")
