@@ -148,9 +148,9 @@ class ElmurCoreState:
     """Recurrent state of a core for a batch of episodes (the step path's caches).
 
     :param start: memory and attention cache at the current segment's start
-    :param cache_keys: self-attention keys of ``start.cache``, ``(n_layers, B, H, cache_len, d_head)``
-    :param cache_values: their values, same shape
-    :param keys: self-attention keys of the current segment's tokens, ``(n_layers, B, H, L, d_head)``
+    :param keys: self-attention keys of ``start.cache`` followed by those of the current segment's
+        tokens, ``(n_layers, B, H, cache_len + L, d_head)``: one buffer, so a step attends without
+        concatenating and writes its own key in place
     :param values: self-attention values, same shape
     :param inputs: each layer's input tokens of the current segment, ``(n_layers, B, L, d_model)``
         (the next segment's cache is made of them)
@@ -161,8 +161,6 @@ class ElmurCoreState:
     """
 
     start: SegmentStart
-    cache_keys: th.Tensor
-    cache_values: th.Tensor
     keys: th.Tensor
     values: th.Tensor
     inputs: th.Tensor
@@ -177,7 +175,7 @@ class ElmurCoreState:
         """The state of some batch rows."""
         return ElmurCoreState(
             self.start.index(rows),
-            *(x[:, rows] for x in (self.cache_keys, self.cache_values, self.keys, self.values, self.inputs, self.outputs)),
+            *(x[:, rows] for x in (self.keys, self.values, self.inputs, self.outputs)),
             self.episode_time[rows],
         )
 
@@ -188,7 +186,12 @@ def attend(query: th.Tensor, key: th.Tensor, value: th.Tensor, bias: th.Tensor) 
     :return: attended values ``(..., H, Tq, d_head)`` and the attention weights ``(..., H, Tq, Tk)``
     """
     scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1]) + bias
-    weights = scores.softmax(dim=-1)
+    if scores.device.type == "cpu" and scores.shape[-1] < 16:
+        # torch's CPU softmax over rows shorter than a vector register (a memory of 8 slots) is ~10x
+        # slower than the same softmax taken down the columns of the transposed view (benchmarks/bench_speed.py)
+        weights = scores.transpose(-1, -2).softmax(dim=-2).transpose(-1, -2)
+    else:
+        weights = scores.softmax(dim=-1)
     return weights @ value, weights
 
 
@@ -348,28 +351,30 @@ class ElmurLayer(nn.Module):
         memory: th.Tensor,
         memory_times: th.Tensor,
         token_time: th.Tensor,
-        cache_keys: th.Tensor,
-        cache_values: th.Tensor,
         keys: th.Tensor,
         values: th.Tensor,
         position: th.Tensor,
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+    ) -> tuple[th.Tensor, th.Tensor]:
         """Token track for one token per row ``x (B, d)`` at segment position ``position (B,)``.
 
-        :return: output token ``(B, d)``, updated key and value caches of the segment, read-attention weights
+        :param keys: self-attention keys of the cache and the segment, ``(B, H, cache_len + L, d_head)``;
+            the token's own key is written into it in place, at its position (pass a copy you own)
+        :param values: the values, alike
+        :return: output token ``(B, d)`` and the read-attention weights
         """
-        at_position = nn.functional.one_hot(position, self.segment_len).bool()  # (B, L)
-        new_key, new_value = self.self_keys_values(x[:, None])  # (B, H, 1, d_head)
-        keys = th.where(at_position[:, None, :, None], new_key, keys)
-        values = th.where(at_position[:, None, :, None], new_value, values)
+        rows = th.arange(len(x), device=x.device)
+        new_key, new_value = (kv[:, :, 0] for kv in self.self_keys_values(x[:, None]))  # (B, H, d_head)
+        keys[rows, :, self.cache_len + position] = new_key
+        values[rows, :, self.cache_len + position] = new_value
         key_positions = th.arange(-self.cache_len, self.segment_len, device=x.device)
-        key_valid = th.cat([self.cache_valid(token_time - position), th.ones_like(at_position)], dim=1)
+        in_segment = th.ones((len(x), self.segment_len), dtype=th.bool, device=x.device)
+        key_valid = th.cat([self.cache_valid(token_time - position), in_segment], dim=1)
         bias = self.self_attention_bias(position[:, None], key_positions.expand(len(position), -1), key_valid)
         query = self.self_attn.queries(self.pre(self.norm_self, x[:, None]))
-        attended, _ = attend(query, th.cat([cache_keys, keys], -2), th.cat([cache_values, values], -2), bias)
+        attended, _ = attend(query, keys, values, bias)
         h = self.post(self.norm_self, x[:, None], self.self_attn.merge(attended))
         h, weights = self.read_memory_and_ffn(h, memory, memory_times, token_time[:, None])
-        return h[:, 0], keys, values, weights
+        return h[:, 0], weights
 
 
 class ElmurCore(nn.Module):
@@ -407,10 +412,8 @@ class ElmurCore(nn.Module):
         zeros = lambda *shape: th.zeros((c.n_layers, batch_size, *shape), device=device)  # noqa: E731
         return ElmurCoreState(
             start=self.initial_segment_start(batch_size, device),
-            cache_keys=zeros(c.n_heads, c.cache_len, d_head),
-            cache_values=zeros(c.n_heads, c.cache_len, d_head),
-            keys=zeros(c.n_heads, c.segment_len, d_head),
-            values=zeros(c.n_heads, c.segment_len, d_head),
+            keys=zeros(c.n_heads, c.cache_len + c.segment_len, d_head),
+            values=zeros(c.n_heads, c.cache_len + c.segment_len, d_head),
             inputs=zeros(c.segment_len, c.d_model),
             outputs=zeros(c.segment_len, c.d_model),
             episode_time=th.zeros(batch_size, dtype=th.long, device=device),
@@ -469,43 +472,35 @@ class ElmurCore(nn.Module):
         :param features: ``(B, input_dim)``
         :return: output tokens ``(B, d_model)``, the next state, read weights of the last layer ``(B, H, 1, M)``
         """
-        L = self.config.segment_len
+        L, C = self.config.segment_len, self.config.cache_len
         position = state.episode_time % L
-        at_position = nn.functional.one_hot(position, L).bool()[:, :, None]
+        rows = th.arange(len(position), device=position.device)
         memory = state.start.memory
+        # The next state's buffers: copies written in place at each row's position, so that the
+        # state passed in stays valid (callers may keep it) and no step re-stacks the whole state.
+        keys, values, inputs, outputs = (x.clone() for x in (state.keys, state.values, state.inputs, state.outputs))
         h = self.tokens(features, position)
-        keys, values, inputs, outputs = [], [], [], []
         for i, layer in enumerate(self.layers):
-            inputs.append(th.where(at_position, h[:, None], state.inputs[i]))
-            h, k, v, weights = layer.forward_step(
-                h, memory.vectors[i], memory.times, state.episode_time,
-                state.cache_keys[i], state.cache_values[i], state.keys[i], state.values[i], position,
-            )  # fmt: skip
-            keys.append(k)
-            values.append(v)
-            outputs.append(th.where(at_position, h[:, None], state.outputs[i]))
+            inputs[i, rows, position] = h
+            h, weights = layer.forward_step(h, memory.vectors[i], memory.times, state.episode_time, keys[i], values[i], position)
+            outputs[i, rows, position] = h
 
-        start, cache_keys, cache_values = state.start, state.cache_keys, state.cache_values
+        start = state.start
         segment_done = position == L - 1
         if bool(segment_done.any()):
             token_times = state.episode_time[:, None] - (L - 1) + th.arange(L, device=h.device)
-            written = self.next_segment_start(start, inputs, outputs, token_times)
+            written = self.next_segment_start(start, inputs.unbind(), outputs.unbind(), token_times)
             done = segment_done[None, :, None, None]
             memory = Memory(
                 th.where(done, written.memory.vectors, memory.vectors),
                 th.where(segment_done[:, None], written.memory.times, memory.times),
             )
             start = SegmentStart(memory, th.where(done, written.cache, start.cache))
-            if self.config.cache_len:  # the next segment's cached keys and values, projected once per segment
-                new_keys, new_values = zip(*(layer.self_keys_values(cache) for layer, cache in zip(self.layers, start.cache)))
-                done = segment_done[None, :, None, None, None]
-                cache_keys = th.where(done, th.stack(new_keys), cache_keys)
-                cache_values = th.where(done, th.stack(new_values), cache_values)
-        next_state = ElmurCoreState(
-            start, cache_keys, cache_values, th.stack(keys), th.stack(values), th.stack(inputs), th.stack(outputs),
-            state.episode_time + 1,
-        )  # fmt: skip
-        return self.head_input(h), next_state, weights
+            if C:  # the next segment's cached keys and values, projected once per segment
+                finished = segment_done.nonzero()[:, 0]
+                for i, layer in enumerate(self.layers):
+                    keys[i, finished, :, :C], values[i, finished, :, :C] = layer.self_keys_values(start.cache[i, finished])
+        return self.head_input(h), ElmurCoreState(start, keys, values, inputs, outputs, state.episode_time + 1), weights
 
     def forward_segment(
         self, features: th.Tensor, start: SegmentStart, start_time: th.Tensor

@@ -15,7 +15,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from cue_env import CueRecallEnv
 from elmur_sb3 import ElmurConfig, ElmurCore, PPOElmur
-from elmur_sb3.core import SegmentStart
+from elmur_sb3.core import SegmentStart, attend
 from elmur_sb3.policy import ElmurStates
 
 th.set_num_threads(1)
@@ -84,6 +84,37 @@ def test_step_path_equals_segment_path(
     assert th.equal(segment_start.memory.times, state.memory.times)
     assert (segment_start.memory.vectors - state.memory.vectors).abs().max().item() < 1e-5
     assert th.allclose(segment_start.cache, state.start.cache, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_keys", [1, 2, 8, 15, 16, 40])
+def test_attend_is_softmax_attention_for_short_and_long_rows(n_keys):
+    """Rows shorter than 16 keys take another softmax kernel (a CPU speed-up): the same numbers."""
+    th.manual_seed(n_keys)
+    query, key, value = th.randn(3, 4, 5, 8), th.randn(3, 4, n_keys, 8), th.randn(3, 4, n_keys, 8)
+    bias = th.randn(3, 4, 5, n_keys)
+    bias[..., 0, 1:] = float("-inf")  # a masked row, as the causal mask makes them
+    attended, weights = attend(query, key, value, bias)
+    expected = (query @ key.transpose(-1, -2) / 8**0.5 + bias).softmax(-1)
+    assert th.allclose(weights, expected, atol=1e-6)
+    assert th.allclose(attended, expected @ value, atol=1e-5)
+    assert th.allclose(weights.sum(-1), th.ones(3, 4, 5))
+
+
+def test_step_leaves_the_state_it_was_given_unchanged():
+    """The step path writes into copies: a caller may step twice from one state (PPOElmur's bootstrap values do)."""
+    th.manual_seed(0)
+    core = ElmurCore(ElmurConfig(d_model=16, n_layers=2, n_heads=2, segment_len=3, cache_len=2, memory_slots=2), 5)
+    state = core.initial_state(4, "cpu")
+    with th.no_grad():
+        for _ in range(5):  # mid-segment, after one segment's write
+            _, state, _ = core.step(th.randn(4, 5), state)
+        before = [x.clone() for x in (state.keys, state.values, state.inputs, state.outputs, state.start.cache)]
+        features = th.randn(4, 5)
+        first, _, _ = core.step(features, state)
+        second, _, _ = core.step(features, state)
+    assert th.equal(first, second)
+    after = (state.keys, state.values, state.inputs, state.outputs, state.start.cache)
+    assert all(th.equal(x, y) for x, y in zip(before, after))
 
 
 @pytest.mark.parametrize("alibi_init", [True, False])
