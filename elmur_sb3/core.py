@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch as th
 from torch import nn
 
-from elmur_sb3.memory import Memory, initial_memory, write_memory
+from elmur_sb3.memory import Memory, initial_memory, lru_slot_mask, write_memory
 
 
 @dataclass
@@ -451,9 +451,16 @@ class ElmurCore(nn.Module):
         :param token_times: their episode times ``(B, L)``
         """
         memory = start.memory
+        slot_vectors, slot_times = memory.vectors, memory.times
+        if self.config.use_lru:
+            # A slot's candidate depends on that slot alone (its vector, its timestamp, the tokens), and the
+            # LRU rule writes one slot: compute that slot's candidate only, (n_layers, B, 1, d), not all M.
+            slot = lru_slot_mask(memory.times)[0].int().argmax(dim=-1)
+            rows = th.arange(len(slot), device=slot.device)
+            slot_vectors, slot_times = memory.vectors[:, rows, slot].unsqueeze(2), memory.times[rows, slot].unsqueeze(1)
         candidates = th.stack(
             [
-                layer.memory_candidates(memory.vectors[i], memory.times, layer_outputs[i], token_times)
+                layer.memory_candidates(slot_vectors[i], slot_times, layer_outputs[i], token_times)
                 for i, layer in enumerate(self.layers)
             ]
         )

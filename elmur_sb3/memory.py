@@ -77,9 +77,10 @@ def write_memory(
 
     :param memory_vectors: ``(n_layers, batch, slots, d)`` memory at the segment start
     :param times: ``(batch, slots)`` timestamps at the segment start
-    :param candidates: ``(n_layers, batch, slots, d)`` the memory track's output ``u``
+    :param candidates: ``(n_layers, batch, slots, d)`` the memory track's output ``u``; with ``use_lru``
+        only the target slot's is read, so ``(n_layers, batch, 1, d)`` holding just that one also works
     :param end_time: ``(batch,)`` episode time of the segment's last step
-    :param gate: ``(n_layers, batch, slots, 1)`` in (0, 1), a factor on ``lru_blend`` for updates of an
+    :param gate: ``(n_layers, batch, slots or 1, 1)`` in (0, 1), a factor on ``lru_blend`` for updates of an
         occupied slot (rewrites of empty slots are whole); None leaves the paper's rule
     :return: new vectors and timestamps
     """

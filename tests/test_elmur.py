@@ -147,6 +147,32 @@ def test_lru_rule_rewrites_empty_then_blends_oldest():
     assert times.tolist() == [[19, 19]] and vectors.flatten().tolist() == [9.0, 9.0]
 
 
+@pytest.mark.parametrize("write_gate", [False, True])
+def test_segment_write_computes_only_the_lru_slot_and_matches_every_slot_computed(write_gate):
+    """The memory track runs for the one slot the LRU rule writes; computing all slots gives the same memory."""
+    from elmur_sb3.memory import write_memory
+
+    th.manual_seed(7)
+    config = ElmurConfig(d_model=16, n_layers=2, n_heads=4, segment_len=3, memory_slots=3, cache_len=2, write_gate=write_gate)
+    core = ElmurCore(config, input_dim=5)
+    for layer in core.layers:
+        th.nn.init.normal_(layer.memory_bias.table.weight)
+    start = core.initial_segment_start(4, "cpu")
+    # rows with empty slots, a full memory, and ties between timestamps
+    times = th.tensor([[-1, -1, -1], [2, -1, 5], [8, 5, 11], [4, 4, 9]])
+    start = SegmentStart(start.memory._replace(vectors=th.randn_like(start.memory.vectors), times=times), th.randn_like(start.cache))
+    inputs, outputs = list(th.randn(2, 4, 3, 16)), list(th.randn(2, 4, 3, 16))
+    token_times = th.tensor([12, 13, 14])[None].expand(4, -1)
+    written = core.next_segment_start(start, inputs, outputs, token_times)
+    memory = start.memory
+    every = th.stack([layer.memory_candidates(memory.vectors[i], memory.times, outputs[i], token_times) for i, layer in enumerate(core.layers)])
+    gate = th.stack([layer.write_strength(c) for layer, c in zip(core.layers, every)]) if write_gate else None
+    vectors, times = write_memory(memory.vectors, memory.times, every, token_times[:, -1], config.lru_blend, True, gate)
+    assert th.equal(written.memory.times, times)
+    assert th.allclose(written.memory.vectors, vectors, atol=1e-6)
+    assert not th.equal(vectors, memory.vectors)  # the write changed something
+
+
 def test_write_gate_paths_agree_and_a_closed_gate_keeps_the_slots():
     th.manual_seed(5)
     config = ElmurConfig(d_model=16, n_layers=2, n_heads=4, segment_len=3, memory_slots=2, cache_len=2, write_gate=True)
