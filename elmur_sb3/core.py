@@ -156,6 +156,9 @@ class ElmurCoreState:
         (the next segment's cache is made of them)
     :param outputs: each layer's output tokens of the current segment, ``(n_layers, B, L, d_model)``
         (the memory write at the segment's end reads them)
+    :param memory_keys: the memory read's keys of ``start.memory``, ``(n_layers, B, H, M, d_head)``: the
+        memory changes only at segment starts and episode starts, so it is projected then, not every step
+    :param memory_values: their values, same shape
     :param episode_time: episode time of the next token, ``(B,)``; its position in the segment
         is ``episode_time % segment_len``
     """
@@ -165,6 +168,8 @@ class ElmurCoreState:
     values: th.Tensor
     inputs: th.Tensor
     outputs: th.Tensor
+    memory_keys: th.Tensor
+    memory_values: th.Tensor
     episode_time: th.Tensor
 
     @property
@@ -175,7 +180,7 @@ class ElmurCoreState:
         """The state of some batch rows."""
         return ElmurCoreState(
             self.start.index(rows),
-            *(x[:, rows] for x in (self.keys, self.values, self.inputs, self.outputs)),
+            *(x[:, rows] for x in (self.keys, self.values, self.inputs, self.outputs, self.memory_keys, self.memory_values)),
             self.episode_time[rows],
         )
 
@@ -308,12 +313,16 @@ class ElmurLayer(nn.Module):
         return segment_start_time[:, None] + offsets >= 0
 
     def read_memory_and_ffn(
-        self, h: th.Tensor, memory: th.Tensor, memory_times: th.Tensor, token_times: th.Tensor
+        self, h: th.Tensor, memory_keys: th.Tensor, memory_values: th.Tensor, memory_times: th.Tensor, token_times: th.Tensor
     ) -> tuple[th.Tensor, th.Tensor]:
-        """Second and third steps of the token track; returns tokens and read-attention weights."""
+        """Second and third steps of the token track; returns tokens and read-attention weights.
+
+        :param memory_keys: the read's keys of the layer's memory (``self.read.keys_values(memory)``)
+        :param memory_values: and its values
+        """
         bias = self.memory_bias(token_times[:, :, None] - memory_times[:, None, :])
-        read, weights = self.read(self.pre(self.norm_read, h), memory, bias)
-        h = self.post(self.norm_read, h, read)
+        attended, weights = attend(self.read.queries(self.pre(self.norm_read, h)), memory_keys, memory_values, bias)
+        h = self.post(self.norm_read, h, self.read.merge(attended))
         return self.post(self.norm_ffn, h, self.ffn(self.pre(self.norm_ffn, h))), weights
 
     def memory_candidates(
@@ -343,12 +352,13 @@ class ElmurLayer(nn.Module):
         bias = self.self_attention_bias(positions, key_positions, key_valid)
         attended, _ = attend(self.self_attn.queries(self.pre(self.norm_self, h)), keys, values, bias)
         h = self.post(self.norm_self, h, self.self_attn.merge(attended))
-        return self.read_memory_and_ffn(h, memory, memory_times, token_times)
+        return self.read_memory_and_ffn(h, *self.read.keys_values(memory), memory_times, token_times)
 
     def forward_step(
         self,
         x: th.Tensor,
-        memory: th.Tensor,
+        memory_keys: th.Tensor,
+        memory_values: th.Tensor,
         memory_times: th.Tensor,
         token_time: th.Tensor,
         keys: th.Tensor,
@@ -357,6 +367,8 @@ class ElmurLayer(nn.Module):
     ) -> tuple[th.Tensor, th.Tensor]:
         """Token track for one token per row ``x (B, d)`` at segment position ``position (B,)``.
 
+        :param memory_keys: the read's keys and values of the layer's memory (``self.read.keys_values``)
+        :param memory_values: and its values
         :param keys: self-attention keys of the cache and the segment, ``(B, H, cache_len + L, d_head)``;
             the token's own key is written into it in place, at its position (pass a copy you own)
         :param values: the values, alike
@@ -373,7 +385,7 @@ class ElmurLayer(nn.Module):
         query = self.self_attn.queries(self.pre(self.norm_self, x[:, None]))
         attended, _ = attend(query, keys, values, bias)
         h = self.post(self.norm_self, x[:, None], self.self_attn.merge(attended))
-        h, weights = self.read_memory_and_ffn(h, memory, memory_times, token_time[:, None])
+        h, weights = self.read_memory_and_ffn(h, memory_keys, memory_values, memory_times, token_time[:, None])
         return h[:, 0], weights
 
 
@@ -405,25 +417,34 @@ class ElmurCore(nn.Module):
         memory = initial_memory(c.n_layers, batch_size, c.memory_slots, c.d_model, c.memory_init_std, device)
         return SegmentStart(memory, th.zeros((c.n_layers, batch_size, c.cache_len, c.d_model), device=device))
 
+    def memory_keys_values(self, vectors: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """The memory read's keys and values of every layer's memory ``(n_layers, B, M, d)``."""
+        keys, values = zip(*(layer.read.keys_values(layer_vectors) for layer, layer_vectors in zip(self.layers, vectors)))
+        return th.stack(keys), th.stack(values)
+
     def initial_state(self, batch_size: int, device: th.device | str) -> ElmurCoreState:
         """Fresh episodes: empty memory, episode time 0 (the caches are masked until written)."""
         c = self.config
         d_head = c.d_model // c.n_heads
         zeros = lambda *shape: th.zeros((c.n_layers, batch_size, *shape), device=device)  # noqa: E731
+        start = self.initial_segment_start(batch_size, device)
+        memory_keys, memory_values = self.memory_keys_values(start.memory.vectors)
         return ElmurCoreState(
-            start=self.initial_segment_start(batch_size, device),
+            start=start,
             keys=zeros(c.n_heads, c.cache_len + c.segment_len, d_head),
             values=zeros(c.n_heads, c.cache_len + c.segment_len, d_head),
             inputs=zeros(c.segment_len, c.d_model),
             outputs=zeros(c.segment_len, c.d_model),
+            memory_keys=memory_keys,
+            memory_values=memory_values,
             episode_time=th.zeros(batch_size, dtype=th.long, device=device),
         )
 
     def reset(self, state: ElmurCoreState, episode_start: th.Tensor) -> ElmurCoreState:
         """Rows where ``episode_start`` is set get a fresh episode's state; other rows are untouched.
 
-        Only the memory and the episode time change: every cached token is then masked, its
-        episode time being negative or its segment position ahead of the current one.
+        Only the memory (and its read keys and values) and the episode time change: every cached token
+        is then masked, its episode time being negative or its segment position ahead of the current one.
         """
         start = episode_start.bool()
         fresh = self.initial_segment_start(len(start), state.episode_time.device).memory
@@ -432,9 +453,23 @@ class ElmurCore(nn.Module):
             th.where(start[None, :, None, None], fresh.vectors, memory.vectors),
             th.where(start[:, None], fresh.times, memory.times),
         )
+        rows = start.nonzero()[:, 0]
+        memory_keys, memory_values = state.memory_keys.clone(), state.memory_values.clone()
+        memory_keys[:, rows], memory_values[:, rows] = self.memory_keys_values(memory.vectors[:, rows])
         return dataclasses.replace(
-            state, start=SegmentStart(memory, state.start.cache), episode_time=th.where(start, 0, state.episode_time)
+            state,
+            start=SegmentStart(memory, state.start.cache),
+            memory_keys=memory_keys,
+            memory_values=memory_values,
+            episode_time=th.where(start, 0, state.episode_time),
         )
+
+    def with_memory(self, state: ElmurCoreState, memory: Memory) -> ElmurCoreState:
+        """The state with another memory (an intervention: a wiped or edited memory), its read keys and
+        values projected anew; the attention cache and the episode time are kept."""
+        memory_keys, memory_values = self.memory_keys_values(memory.vectors)
+        start = SegmentStart(memory, state.start.cache)
+        return dataclasses.replace(state, start=start, memory_keys=memory_keys, memory_values=memory_values)
 
     def tokens(self, features: th.Tensor, position: th.Tensor) -> th.Tensor:
         """Token embeddings of ``features (..., input_dim)`` at segment positions ``position``."""
@@ -489,10 +524,12 @@ class ElmurCore(nn.Module):
         h = self.tokens(features, position)
         for i, layer in enumerate(self.layers):
             inputs[i, rows, position] = h
-            h, weights = layer.forward_step(h, memory.vectors[i], memory.times, state.episode_time, keys[i], values[i], position)
+            h, weights = layer.forward_step(
+                h, state.memory_keys[i], state.memory_values[i], memory.times, state.episode_time, keys[i], values[i], position
+            )
             outputs[i, rows, position] = h
 
-        start = state.start
+        start, memory_keys, memory_values = state.start, state.memory_keys, state.memory_values
         segment_done = position == L - 1
         if bool(segment_done.any()):
             token_times = state.episode_time[:, None] - (L - 1) + th.arange(L, device=h.device)
@@ -503,11 +540,14 @@ class ElmurCore(nn.Module):
                 th.where(segment_done[:, None], written.memory.times, memory.times),
             )
             start = SegmentStart(memory, th.where(done, written.cache, start.cache))
+            finished = segment_done.nonzero()[:, 0]
+            memory_keys, memory_values = memory_keys.clone(), memory_values.clone()
+            memory_keys[:, finished], memory_values[:, finished] = self.memory_keys_values(memory.vectors[:, finished])
             if C:  # the next segment's cached keys and values, projected once per segment
-                finished = segment_done.nonzero()[:, 0]
                 for i, layer in enumerate(self.layers):
                     keys[i, finished, :, :C], values[i, finished, :, :C] = layer.self_keys_values(start.cache[i, finished])
-        return self.head_input(h), ElmurCoreState(start, keys, values, inputs, outputs, state.episode_time + 1), weights
+        next_state = ElmurCoreState(start, keys, values, inputs, outputs, memory_keys, memory_values, state.episode_time + 1)
+        return self.head_input(h), next_state, weights
 
     def forward_segment(
         self, features: th.Tensor, start: SegmentStart, start_time: th.Tensor

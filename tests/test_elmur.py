@@ -1,7 +1,5 @@
 """The ELMUR library: the model's two paths, PPOElmur's update, SB3 citizenship, errors, memory."""
 
-import dataclasses
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -115,6 +113,20 @@ def test_step_leaves_the_state_it_was_given_unchanged():
     assert th.equal(first, second)
     after = (state.keys, state.values, state.inputs, state.outputs, state.start.cache)
     assert all(th.equal(x, y) for x, y in zip(before, after))
+
+
+def test_step_keeps_the_memory_read_keys_in_step_with_the_memory():
+    """The read's keys and values are projected at segment ends and episode starts only: they must always be
+    those of the memory the state holds, whichever rows reset or finish a segment."""
+    th.manual_seed(1)
+    core = ElmurCore(ElmurConfig(d_model=16, n_layers=2, n_heads=2, segment_len=3, memory_slots=2, memory_init_std=0.5), 5)
+    state = core.initial_state(4, "cpu")
+    with th.no_grad():
+        for t in range(11):
+            state = core.reset(state, th.tensor([t == 4, t % 3 == 1, False, t == 9]))
+            _, state, _ = core.step(th.randn(4, 5), state)
+            keys, values = core.memory_keys_values(state.start.memory.vectors)
+            assert th.allclose(state.memory_keys, keys, atol=1e-6) and th.allclose(state.memory_values, values, atol=1e-6)
 
 
 @pytest.mark.parametrize("alibi_init", [True, False])
@@ -517,10 +529,9 @@ def _success_rate(model, n_episodes: int = 200, wipe_memory_at: int | None = Non
         while not done:
             if wipe_memory_at is not None and env.t == wipe_memory_at and isinstance(model, PPOElmur):
                 fresh = model.policy.core_actor.initial_segment_start(1, model.device).memory
-                wipe = lambda core_state: dataclasses.replace(  # noqa: E731
-                    core_state, start=SegmentStart(fresh, core_state.start.cache)
-                )
-                state = ElmurStates(wipe(state.pi), None if state.vf is None else wipe(state.vf))
+                policy = model.policy
+                critic = None if state.vf is None else policy.core_critic.with_memory(state.vf, fresh)
+                state = ElmurStates(policy.core_actor.with_memory(state.pi, fresh), critic)
             action, state = model.predict(obs[None], state=state, episode_start=start, deterministic=True)
             start = np.array([False])
             obs, _, done, _, info = env.step(int(action[0]))
