@@ -7,8 +7,13 @@
    env with the same PPO settings, the variants interleaved round by round so that machine
    noise hits all alike: PPOElmur with the attention cache (the default) and without it, with a
    shared core (the old default), and RecurrentPPO.
+3. Arithmetic per env step (``--flops``): the matrix-product FLOPs of one rollout step and of one
+   update's forward and backward, per env step, for PPOElmur (counted by torch's ``FlopCounterMode``)
+   and RecurrentPPO (its heads counted alike; the LSTM cells, which the counter does not see, counted as
+   ``2 * 4 * H * (in + H)`` per LSTM and step forward, twice that backward).
 
     python benchmarks/bench_speed.py --out docs/results/speed_cpu.json
+    python benchmarks/bench_speed.py --flops --skip-latency --skip-throughput
 """
 
 import argparse
@@ -83,6 +88,34 @@ def throughput(algos: list[str], device: str, env: str, n_envs: int, n_steps: in
     return {algo: rounds * per_round / seconds[algo] for algo in algos}
 
 
+def flops_per_env_step(algo: str, env: str, lstm_hidden: int, batch_size: int = 1024, n_envs: int = 32) -> dict[str, float]:
+    """MFLOP per env step of a rollout step and of an update's forward + backward (module docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build(algo, make_vec_env(env, n_envs=n_envs, seed=0), "cpu", lstm_hidden, batch_size, 1, 64)
+    model.learn(n_envs * 64)  # one rollout fills the buffer the update reads
+    policy, obs = model.policy, th.as_tensor(model._last_obs)
+    starts, states = th.zeros(n_envs, dtype=th.bool), policy.initial_state(n_envs) if algo == "ppo-elmur" else model._last_lstm_states
+    segment_len = ELMUR_KWARGS["segment_len"]  # a whole segment: its last step writes the memory
+    with FlopCounterMode(display=False) as rollout, th.no_grad():
+        for _ in range(segment_len):
+            *_, states = policy(obs, states, starts)
+    batch = next(model.rollout_buffer.get(batch_size))
+    with FlopCounterMode(display=False) as update:
+        if algo == "ppo-elmur":
+            values, log_prob, _, _ = policy.evaluate_chains(batch.observations, batch.actions, batch.start_times, batch.start_pi, batch.start_vf)
+            steps = batch.loss_mask.numel()  # chains are padded to whole segments: count every computed step
+        else:
+            values, log_prob, _ = policy.evaluate_actions(batch.observations, batch.actions, batch.lstm_states, batch.episode_starts)
+            steps = len(batch.actions)
+        (values.sum() + log_prob.sum()).backward()
+    step_flops, update_flops = rollout.get_total_flops() / (n_envs * segment_len), update.get_total_flops() / steps
+    if algo != "ppo-elmur":  # the counter does not see aten::lstm: two LSTMs (actor, critic), counted by hand
+        lstm = 2 * 2 * 4 * lstm_hidden * (policy.features_dim + lstm_hidden)
+        step_flops, update_flops = step_flops + lstm, update_flops + 3 * lstm
+    return {"rollout_step_mflop": step_flops / 1e6, "update_fwd_bwd_mflop": update_flops / 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -94,6 +127,7 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-defaults", action="store_true", help="skip the RecurrentPPO-defaults setting")
+    parser.add_argument("--flops", action="store_true", help="also count the arithmetic per env step")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     th.set_num_threads(args.threads)
@@ -113,6 +147,9 @@ def main() -> None:
         fps["ratio cache/no cache"] = fps["ppo-elmur"] / fps["ppo-elmur cache_len=0"]
         report["train_env_steps_per_s"][name] = fps
         print(name, json.dumps(fps), flush=True)
+    if args.flops:
+        report["mflop_per_env_step"] = {algo: flops_per_env_step(algo, args.env, args.lstm_hidden) for algo in ("ppo-elmur", "ppo-lstm")}
+        print("MFLOP per env step", json.dumps(report["mflop_per_env_step"]), flush=True)
     if not args.skip_latency:
         report["predict_latency_ms"] = {}
         for algo in ("ppo-elmur", "ppo-elmur cache_len=0", "ppo-lstm"):
