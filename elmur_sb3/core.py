@@ -193,7 +193,7 @@ def attend(query: th.Tensor, key: th.Tensor, value: th.Tensor, bias: th.Tensor) 
     scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1]) + bias
     if scores.device.type == "cpu" and scores.shape[-1] < 16:
         # torch's CPU softmax over rows shorter than a vector register (a memory of 8 slots) is ~10x
-        # slower than the same softmax taken down the columns of the transposed view (benchmarks/bench_speed.py)
+        # slower than the same softmax taken down the columns of the transposed view (benchmarks/bench_core.py)
         weights = scores.transpose(-1, -2).softmax(dim=-2).transpose(-1, -2)
     else:
         weights = scores.softmax(dim=-1)
@@ -422,6 +422,12 @@ class ElmurCore(nn.Module):
         keys, values = zip(*(layer.read.keys_values(layer_vectors) for layer, layer_vectors in zip(self.layers, vectors)))
         return th.stack(keys), th.stack(values)
 
+    def _reproject_rows(self, state: ElmurCoreState, vectors: th.Tensor, rows: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Copies of the state's memory read keys and values, with ``rows`` projected from their new memory ``vectors``."""
+        memory_keys, memory_values = state.memory_keys.clone(), state.memory_values.clone()
+        memory_keys[:, rows], memory_values[:, rows] = self.memory_keys_values(vectors[:, rows])
+        return memory_keys, memory_values
+
     def initial_state(self, batch_size: int, device: th.device | str) -> ElmurCoreState:
         """Fresh episodes: empty memory, episode time 0 (the caches are masked until written)."""
         c = self.config
@@ -453,9 +459,7 @@ class ElmurCore(nn.Module):
             th.where(start[None, :, None, None], fresh.vectors, memory.vectors),
             th.where(start[:, None], fresh.times, memory.times),
         )
-        rows = start.nonzero()[:, 0]
-        memory_keys, memory_values = state.memory_keys.clone(), state.memory_values.clone()
-        memory_keys[:, rows], memory_values[:, rows] = self.memory_keys_values(memory.vectors[:, rows])
+        memory_keys, memory_values = self._reproject_rows(state, memory.vectors, start.nonzero()[:, 0])
         return dataclasses.replace(
             state,
             start=SegmentStart(memory, state.start.cache),
@@ -541,8 +545,7 @@ class ElmurCore(nn.Module):
             )
             start = SegmentStart(memory, th.where(done, written.cache, start.cache))
             finished = segment_done.nonzero()[:, 0]
-            memory_keys, memory_values = memory_keys.clone(), memory_values.clone()
-            memory_keys[:, finished], memory_values[:, finished] = self.memory_keys_values(memory.vectors[:, finished])
+            memory_keys, memory_values = self._reproject_rows(state, memory.vectors, finished)
             if C:  # the next segment's cached keys and values, projected once per segment
                 for i, layer in enumerate(self.layers):
                     keys[i, finished, :, :C], values[i, finished, :, :C] = layer.self_keys_values(start.cache[i, finished])
