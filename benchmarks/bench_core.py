@@ -7,9 +7,14 @@ cores inflate them less. Two costs, at the POPGym preset's sizes (the library de
 
 - **update**: forward and backward of one minibatch of chains (``--chains`` chains of
   ``--segments`` segments), as ``ElmurActorCriticPolicy.evaluate_chains`` runs one core;
-- **step**: ``--steps`` steps of the step path for ``--envs`` envs (rollouts, ``predict``), no grad.
+- **step**: ``--steps`` steps of the step path for ``--envs`` envs (rollouts, ``predict``), no grad;
+- **train** (with ``--train-steps N``): whole PPOElmur training, rollouts plus updates, on POPGym
+  RepeatPrevious with the POPGym preset's PPO settings (32 envs, n_steps 128, batch 1024, 4 epochs,
+  ``bptt_segments`` 2), reported as CPU milliseconds per 1,000 env steps (the envs and the training
+  loop's callers are this checkout's for both revisions; only ``elmur_sb3`` differs).
 
     python benchmarks/bench_core.py HEAD~1 HEAD
+    python benchmarks/bench_core.py 7addbbb HEAD --rounds 3 --train-steps 8192
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(chains: int, segments: int, envs: int, steps: int, repeats: int) -> dict[str, float]:
+def measure(chains: int, segments: int, envs: int, steps: int, repeats: int, train_steps: int) -> dict[str, float]:
     """Best-of-``repeats`` CPU milliseconds of the update and the step path (the ``elmur_sb3`` on sys.path)."""
     import torch as th
 
@@ -54,13 +59,27 @@ def measure(chains: int, segments: int, envs: int, steps: int, repeats: int) -> 
                 _, state, _ = core.step(step_features[t], state)
 
     best = {}
-    for name, fn in (("update_ms", update), ("step_ms", step)):
+    fns = [("update_ms", update), ("step_ms", step)]
+    if train_steps:
+        sys.path.insert(1, str(ROOT))
+        from elmur_sb3 import PPOElmur
+        from envs import make_vec_env
+
+        model = PPOElmur("MlpElmurPolicy", make_vec_env("popgym-RepeatPrevious", n_envs=32, seed=0), n_steps=128,
+                         batch_size=1024, n_epochs=4, bptt_segments=2, seed=0, device="cpu")  # fmt: skip
+
+        def train() -> None:
+            model.learn(train_steps, reset_num_timesteps=False)  # whole rollouts: at least train_steps env steps
+
+        fns.append(("train_ms_per_1000_steps", train))
+    for name, fn in fns:
         fn()  # warm-up
         times = []
         for _ in range(repeats):
-            begin = time.process_time()
+            begin, env_steps = time.process_time(), model.num_timesteps if train_steps else 0
             fn()
-            times.append(time.process_time() - begin)
+            per = 1000 / (model.num_timesteps - env_steps) if name.startswith("train") else 1
+            times.append((time.process_time() - begin) * per)
         best[name] = 1e3 * min(times)
     return best
 
@@ -82,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segments", type=int, default=2, help="segments per chain (bptt_segments)")
     parser.add_argument("--envs", type=int, default=32)
     parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--train-steps", type=int, default=0, help="also time PPOElmur training over this many env steps")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: measure the elmur_sb3 under this folder
     parser.add_argument("--out", type=Path, default=None, help="write the report as JSON")
     args = parser.parse_args(argv)
-    sizes = dict(chains=args.chains, segments=args.segments, envs=args.envs, steps=args.steps, repeats=args.repeats)
+    sizes = dict(chains=args.chains, segments=args.segments, envs=args.envs, steps=args.steps, repeats=args.repeats,
+                 train_steps=args.train_steps)  # fmt: skip
     if args.measure:
         sys.path.insert(0, str(args.measure))
         import elmur_sb3
@@ -104,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for rev, folder in folders.items():
                 command = [sys.executable, __file__, *args.revs, "--measure", str(folder)]
-                command += [f"--{key}={value}" for key, value in sizes.items()]
+                command += [f"--{key.replace('_', '-')}={value}" for key, value in sizes.items()]
                 samples[rev].append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
     base, candidate = args.revs
     report = {"revs": args.revs, "sizes": sizes, "cpu_ms_best_of_rounds": {}, "speedup": {}}
-    for key in ("update_ms", "step_ms"):
+    for key in samples[base][0]:
         best = {rev: min(sample[key] for sample in samples[rev]) for rev in args.revs}
         report["cpu_ms_best_of_rounds"][key] = best
-        report["speedup"][key.removesuffix("_ms")] = best[base] / best[candidate]
+        report["speedup"][key.split("_ms")[0]] = best[base] / best[candidate]
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
