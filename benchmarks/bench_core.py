@@ -115,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"measured {elmur_sb3.__file__}, not the elmur_sb3 under {args.measure}")
         print(json.dumps(measure(**sizes)))
         return 0
+    commits = {}
     for rev in args.revs:
-        known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True)
+        known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True, text=True)
         if known.returncode != 0:
             parser.error(f"unknown git revision {rev!r}: give a commit, branch or tag of this repository (e.g. HEAD~1 HEAD)")
+        commits[rev] = known.stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         folders = {rev: checkout(rev, Path(tmp) / f"rev{i}") for i, rev in enumerate(args.revs)}
         samples: dict[str, list[dict[str, float]]] = {rev: [] for rev in args.revs}
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 command += [f"--{key.replace('_', '-')}={value}" for key, value in sizes.items()]
                 samples[rev].append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
     base, candidate = args.revs
-    report = {"revs": args.revs, "sizes": sizes, "cpu_ms_best_of_rounds": {}, "speedup": {}}
+    report = {"revs": args.revs, "commits": commits, "sizes": sizes, "cpu_ms_best_of_rounds": {}, "speedup": {}}
     for key in samples[base][0]:
         best = {rev: min(sample[key] for sample in samples[rev]) for rev in args.revs}
         report["cpu_ms_best_of_rounds"][key] = best
