@@ -47,6 +47,11 @@ def grid_rows(out: Path, env: str, rates: list[str]) -> dict[str, dict[str, dict
     return rows
 
 
+def best_score(entry: dict) -> float:
+    """Mean MMER of one algorithm at its best rate (an entry of ``grid.json``'s ``envs``)."""
+    return entry["grid"][entry["best_rate"]]["score_mean"]
+
+
 def _cell(row: dict) -> str:
     low, high = row["score_ci95"]
     partial = "" if row["finished"] == row["seeds"] else f", {row['finished']}/{row['seeds']} seeds"
@@ -68,13 +73,20 @@ def report(out: Path, envs: list[str], algos: list[str], rates: list[str]) -> st
         for algo in algos:
             if algo in rows:
                 grid_lines.append(f"| {env} | {algo} | " + " | ".join(_cell(rows[algo][r]) if r in rows[algo] else "-" for r in rates) + " |")
+    verdict, verdict_lines = {}, []
+    for other in algos[1:]:  # the first algorithm against each other one, each at its own best rate
+        both = [env for env, by_algo in summary.items() if algos[0] in by_algo and other in by_algo]
+        wins = [env for env in both if best_score(summary[env][algos[0]]) >= best_score(summary[env][other])]
+        verdict[f"{algos[0]} >= {other}"] = {"envs": both, "wins": wins}
+        verdict_lines.append(f"{algos[0]} >= {other} (mean MMER, each at its best rate) on {len(wins)} of {len(both)} envs"
+                             + (f": {', '.join(wins)}" if wins else ""))  # fmt: skip
     text = "\n".join([
         "MMER (maximum over training of the mean evaluation return), mean over seeds with a 95% Student-t "
-        "interval. Each algorithm at its own best learning rate of the grid:", "", *best_lines, "",
+        "interval. Each algorithm at its own best learning rate of the grid:", "", *best_lines, "", *verdict_lines, "",
         "The whole grid:", "", *grid_lines,
     ]) + "\n"  # fmt: skip
     (out / "grid.md").write_text(text)
-    (out / "grid.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "grid.json").write_text(json.dumps({"envs": summary, "verdict": verdict}, indent=2) + "\n")
     return text
 
 
