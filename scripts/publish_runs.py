@@ -38,6 +38,24 @@ def relative_to_repo(path: str, run_dir: Path, root: Path) -> str:
     return str(run_dir.relative_to(root) / p.name) if p.is_absolute() else path
 
 
+def locate_run_dir(recorded: str, json_path: Path, root: Path) -> Path:
+    """The run directory in this checkout that a grid-level JSON's ``run_dir`` names.
+
+    A run trained outside the repository (another folder, then copied in) has no ``docs/results/`` in
+    its recorded path: it is found by name beside the JSON or in a ``runs/`` folder above it, as
+    ``compare`` lays out ``<grid>/summaries/``, ``<grid>/results.json`` and ``<grid>/runs/<run>``.
+    """
+    if "docs/results/" not in recorded:
+        name = Path(recorded).name
+        for folder in (json_path.parent, *json_path.parents):
+            for candidate in (folder / "runs" / name, folder / name):
+                if is_run_dir(candidate):
+                    return candidate
+            if folder == root:
+                break
+    return root / relative_to_repo(recorded, json_path.parent, root)
+
+
 def fix_copies(json_path: Path, root: Path, dry_run: bool) -> list[str]:
     """Point the path entries of a grid-level JSON (compare's ``summaries/``, ``results.json``) at the kept files."""
     data = json.loads(json_path.read_text())
@@ -45,10 +63,10 @@ def fix_copies(json_path: Path, root: Path, dry_run: bool) -> list[str]:
     for entry in data if isinstance(data, list) else [data]:
         if not isinstance(entry, dict) or not isinstance(entry.get("run_dir"), str):
             continue
-        run_dir = root / relative_to_repo(entry["run_dir"], json_path.parent, root)
+        run_dir = locate_run_dir(entry["run_dir"], json_path, root)
         for key in PATH_KEYS:
             if isinstance(entry.get(key), str):
-                value = relative_to_repo(entry[key], run_dir, root)
+                value = str(run_dir.relative_to(root)) if key == "run_dir" else relative_to_repo(entry[key], run_dir, root)
                 if key == "last_checkpoint" and (run_dir / FINAL_MODEL).exists():
                     value = str((run_dir / FINAL_MODEL).relative_to(root))
                 changed |= value != entry[key]

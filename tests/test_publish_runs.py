@@ -54,3 +54,26 @@ def test_publish_refuses_a_folder_outside_the_checkout(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, PUBLISH, "--root", str(tmp_path / "a"), str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "not a folder inside" in proc.stderr
 
+
+def test_publish_finds_runs_trained_outside_the_checkout(tmp_path: Path) -> None:
+    """Runs trained in another folder and copied in: the grid-level copies name the old place, and must
+    end up naming the run in ``<grid>/runs/`` (not a folder beside the summaries)."""
+    outside = _train(tmp_path / "elsewhere" / "grid" / "runs")
+    root = tmp_path / "checkout"
+    grid = root / "docs" / "results" / "grid"
+    run_dir = grid / "runs" / outside.name
+    run_dir.parent.mkdir(parents=True)
+    subprocess.run(["cp", "-a", str(outside), str(run_dir)], check=True)
+    (grid / "summaries").mkdir()
+    copy = grid / "summaries" / "ppo__s0.json"
+    copy.write_text((outside / "summary.json").read_text())
+    assert str(tmp_path / "elsewhere") in json.loads(copy.read_text())["run_dir"]
+
+    proc = subprocess.run([sys.executable, PUBLISH, "--root", str(root), str(root / "docs")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    final = str((run_dir / "final_model.zip").relative_to(root))
+    for path in (run_dir / "summary.json", copy):
+        summary = json.loads(path.read_text())
+        assert summary["final_model"] == summary["last_checkpoint"] == final, path
+        assert summary["run_dir"] == str(run_dir.relative_to(root)), path
+
