@@ -53,6 +53,8 @@ def best_score(entry: dict) -> float:
 
 
 def _cell(row: dict) -> str:
+    if row["finished"] == 1:  # one seed has no interval
+        return f"{row['score_mean']:.3f} (1 seed)"
     low, high = row["score_ci95"]
     partial = "" if row["finished"] == row["seeds"] else f", {row['finished']}/{row['seeds']} seeds"
     return f"{row['score_mean']:.3f} [{low:.3f}, {high:.3f}]{partial}"

@@ -37,3 +37,10 @@ def test_report_skips_unfinished_cells(tmp_path):
     _results(tmp_path, "A", "3e-4", {"ppo-elmur": 0.5, "ppo-lstm": 0.8}, finished=0)
     text = reproduce_popgym.report(tmp_path, ["A"], ["ppo-elmur", "ppo-lstm"], ["3e-4"])
     assert "on 0 of 0 envs" in text
+
+
+def test_report_gives_one_seed_no_interval(tmp_path):
+    _results(tmp_path, "A", "1e-3", {"ppo-elmur": 0.4, "ppo-lstm": 0.0}, finished=1)
+    text = reproduce_popgym.report(tmp_path, ["A"], ["ppo-elmur", "ppo-lstm"], ["1e-3"])
+    assert "| A | 0.400 (1 seed) (lr 1e-3) | 0.000 (1 seed) (lr 1e-3) |" in text
+
