@@ -45,18 +45,21 @@ def measure(chains: int, segments: int, envs: int, steps: int, repeats: int, tra
     start_times = th.arange(segments).repeat(chains, 1) * config.segment_len
     step_features = th.randn(steps, envs, input_dim)
 
-    def update() -> None:
+    # Each measured function returns how many of its units it ran: one call, or thousands of env steps.
+    def update() -> float:
         segment_start, latents = start, []
         for k in range(segments):
             latent, segment_start, _ = core.forward_segment(features[:, k], segment_start, start_times[:, k])
             latents.append(latent)
         th.stack(latents).square().mean().backward()
+        return 1.0
 
-    def step() -> None:
+    def step() -> float:
         state = core.initial_state(envs, "cpu")
         with th.no_grad():
             for t in range(steps):
                 _, state, _ = core.step(step_features[t], state)
+        return 1.0
 
     best = {}
     fns = [("update_ms", update), ("step_ms", step)]
@@ -68,18 +71,19 @@ def measure(chains: int, segments: int, envs: int, steps: int, repeats: int, tra
         model = PPOElmur("MlpElmurPolicy", make_vec_env("popgym-RepeatPrevious", n_envs=32, seed=0), n_steps=128,
                          batch_size=1024, n_epochs=4, bptt_segments=2, seed=0, device="cpu")  # fmt: skip
 
-        def train() -> None:
+        def train() -> float:
+            before = model.num_timesteps
             model.learn(train_steps, reset_num_timesteps=False)  # whole rollouts: at least train_steps env steps
+            return (model.num_timesteps - before) / 1000
 
         fns.append(("train_ms_per_1000_steps", train))
     for name, fn in fns:
         fn()  # warm-up
         times = []
         for _ in range(repeats):
-            begin, env_steps = time.process_time(), model.num_timesteps if train_steps else 0
-            fn()
-            per = 1000 / (model.num_timesteps - env_steps) if name.startswith("train") else 1
-            times.append((time.process_time() - begin) * per)
+            begin = time.process_time()
+            units = fn()
+            times.append((time.process_time() - begin) / units)
         best[name] = 1e3 * min(times)
     return best
 
