@@ -90,6 +90,9 @@ def curriculum_step(out: Path, algo: str, seed: int, hp: list[str]) -> None:
 def evaluate_lengths(out: Path, algo: str, seed: int, choice: str, episodes: int, max_length: int) -> None:
     """Step 3 for one model: lengths in increasing order until the first one below 100%."""
     model = model_path(out, algo, seed, choice)
+    if not model.exists():  # e.g. a selected model pruned when its run was published: report it as pending
+        print(f"skipped: {model} does not exist; seed {seed}'s '{choice}' stays pending", flush=True)
+        return
     path = out / "lengths" / f"{algo}__s{seed}__{choice}.json"
     results = json.loads(path.read_text())["results"] if path.exists() else []
     for length in (length for length in LENGTHS if length <= max_length):

@@ -68,3 +68,12 @@ def test_the_pipeline_evaluates_the_tmaze30_model_as_well_as_the_curriculum_mode
     assert model_path(out, "ppo-lstm", 0, "selected") == out / "curriculum/tmaze-100__ppo-lstm__s0/best_model.zip"
     assert model_path(out, "ppo-lstm", 0, "final") == out / "curriculum/tmaze-100__ppo-lstm__s0/final_model.zip"
     assert set(CHOICE_LABELS) == set(CHOICES)
+
+
+def test_a_missing_model_stays_pending_instead_of_stopping_the_pipeline(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from reproduce_tmaze import evaluate_lengths, report
+
+    evaluate_lengths(tmp_path, "ppo-elmur", 0, "selected", episodes=4, max_length=1000)
+    assert "stays pending" in capsys.readouterr().out and not (tmp_path / "lengths").exists()
+    assert "0/0 [0.00, 1.00] (1 pending)" in report(tmp_path, ["ppo-elmur"], 1, 1000)
