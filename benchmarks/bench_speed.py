@@ -38,6 +38,11 @@ VARIANTS = {  # the library's defaults first; what each other row changes
     "ppo-elmur": {},
     "ppo-elmur cache_len=0": dict(cache_len=0),
     "ppo-elmur shared_core": dict(shared_core=True),
+    # cheaper critics (the learning efficiency issue): the critic's own core smaller than the actor's
+    "ppo-elmur critic 1 layer": dict(critic_core_kwargs=dict(n_layers=1)),
+    "ppo-elmur critic d32 1 layer": dict(critic_core_kwargs=dict(d_model=32, n_layers=1)),
+    "ppo-elmur d_ff=2*d_model": dict(d_ff=128),
+    "ppo-elmur d_ff=2*d_model, critic d32 1 layer": dict(d_ff=128, critic_core_kwargs=dict(d_model=32, n_layers=1, d_ff=64)),
     "ppo-lstm": None,
 }
 
@@ -100,14 +105,14 @@ def flops_per_env_step(algo: str, env: str, lstm_hidden: int, batch_size: int = 
     model = build(algo, make_vec_env(env, n_envs=n_envs, seed=0), "cpu", lstm_hidden, batch_size, 1, 64)
     model.learn(n_envs * 64)  # one rollout fills the buffer the update reads
     policy, obs = model.policy, th.as_tensor(model._last_obs)
-    starts, states = th.zeros(n_envs, dtype=th.bool), policy.initial_state(n_envs) if algo == "ppo-elmur" else model._last_lstm_states
+    starts, states = th.zeros(n_envs, dtype=th.bool), policy.initial_state(n_envs) if algo.startswith("ppo-elmur") else model._last_lstm_states
     segment_len = ELMUR_KWARGS["segment_len"]  # a whole segment: its last step writes the memory
     with FlopCounterMode(display=False) as rollout, th.no_grad():
         for _ in range(segment_len):
             *_, states = policy(obs, states, starts)
     batch = next(model.rollout_buffer.get(batch_size))
     with FlopCounterMode(display=False) as update:
-        if algo == "ppo-elmur":
+        if algo.startswith("ppo-elmur"):
             values, log_prob, _, _ = policy.evaluate_chains(batch.observations, batch.actions, batch.start_times, batch.start_pi, batch.start_vf)
             steps = batch.loss_mask.numel()  # chains are padded to whole segments: count every computed step
         else:
@@ -115,7 +120,7 @@ def flops_per_env_step(algo: str, env: str, lstm_hidden: int, batch_size: int = 
             steps = len(batch.actions)
         (values.sum() + log_prob.sum()).backward()
     step_flops, update_flops = rollout.get_total_flops() / (n_envs * segment_len), update.get_total_flops() / steps
-    if algo != "ppo-elmur":  # the counter does not see aten::lstm: two LSTMs (actor, critic), counted by hand
+    if not algo.startswith("ppo-elmur"):  # the counter does not see aten::lstm: two LSTMs (actor, critic), counted by hand
         lstm = 2 * 2 * 4 * lstm_hidden * (policy.features_dim + lstm_hidden)
         step_flops, update_flops = step_flops + lstm, update_flops + 3 * lstm
     return {"rollout_step_mflop": step_flops / 1e6, "update_fwd_bwd_mflop": update_flops / 1e6}
@@ -133,10 +138,12 @@ def main() -> None:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-defaults", action="store_true", help="skip the RecurrentPPO-defaults setting")
     parser.add_argument("--flops", action="store_true", help="also count the arithmetic per env step")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                        help=f"throughput rows (default: all of {list(VARIANTS)}); ppo-elmur and ppo-lstm are always included")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     th.set_num_threads(args.threads)
-    algos = list(VARIANTS)
+    algos = ["ppo-elmur", *(v for v in args.variants if v not in ("ppo-elmur", "ppo-lstm")), "ppo-lstm"]
     machine = f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), device {args.device}"
     if args.device == "cuda":
         machine += f" ({th.cuda.get_device_name()})"
@@ -150,11 +157,14 @@ def main() -> None:
         fps = throughput(algos, args.device, args.env, n_envs, n_steps, batch, epochs, args.rounds, args.lstm_hidden)
         for clock in ("", " per cpu-s"):
             fps[f"ratio elmur/lstm{clock}"] = fps[f"ppo-elmur{clock}"] / fps[f"ppo-lstm{clock}"]
-            fps[f"ratio cache/no cache{clock}"] = fps[f"ppo-elmur{clock}"] / fps[f"ppo-elmur cache_len=0{clock}"]
+            for variant in algos[1:-1]:
+                fps[f"ratio {variant}/lstm{clock}"] = fps[f"{variant}{clock}"] / fps[f"ppo-lstm{clock}"]
+            if "ppo-elmur cache_len=0" in algos:
+                fps[f"ratio cache/no cache{clock}"] = fps[f"ppo-elmur{clock}"] / fps[f"ppo-elmur cache_len=0{clock}"]
         report["train_env_steps_per_s"][name] = fps
         print(name, json.dumps(fps), flush=True)
     if args.flops:
-        report["mflop_per_env_step"] = {algo: flops_per_env_step(algo, args.env, args.lstm_hidden) for algo in ("ppo-elmur", "ppo-lstm")}
+        report["mflop_per_env_step"] = {algo: flops_per_env_step(algo, args.env, args.lstm_hidden) for algo in algos}
         print("MFLOP per env step", json.dumps(report["mflop_per_env_step"]), flush=True)
     if not args.skip_latency:
         report["predict_latency_ms"] = {}

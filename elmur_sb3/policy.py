@@ -57,6 +57,9 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         separate critic LSTM) gives the critic its own core
     :param detach_critic: with a shared core, the value head reads the core's output detached, so
         the value loss does not train the core (RecurrentPPO's ``shared_lstm=True`` behaviour)
+    :param critic_core_kwargs: ELMUR options in which the critic's own core differs from the actor's
+        (e.g. ``{"n_layers": 1, "d_model": 32}`` for a cheaper critic); every other option is the actor's.
+        ``segment_len`` cannot differ: both cores' segments are cut at the same steps
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         shared_core: bool = False,
         detach_critic: bool = False,
+        critic_core_kwargs: dict[str, Any] | None = None,
         **elmur_kwargs: Any,
     ):
         _check_observation_space(observation_space)
@@ -91,9 +95,12 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
                 "share_features_extractor=False needs a separate critic core (shared_core=False): with a shared "
                 "core the critic reads the actor core's output, so its own features extractor would never train"
             )
+        if shared_core and critic_core_kwargs:
+            raise ValueError("critic_core_kwargs configures the critic's own core: it needs shared_core=False")
         if detach_critic and not shared_core:
             raise ValueError("detach_critic=True only applies to a shared core: set shared_core=True or drop detach_critic")
         self.elmur_config = ElmurConfig(**elmur_kwargs)
+        self.critic_config = None if shared_core else _critic_config(self.elmur_config, elmur_kwargs, critic_core_kwargs)
         self.shared_core = shared_core
         self.detach_critic = detach_critic
         super().__init__(
@@ -116,21 +123,28 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
             optimizer_kwargs,
         )
         self.core_actor = ElmurCore(self.elmur_config, self.features_dim)
-        self.core_critic = None if shared_core else ElmurCore(self.elmur_config, self.features_dim)
+        self.core_critic = None if self.critic_config is None else ElmurCore(self.critic_config, self.features_dim)
         # The parent built the optimizer before the cores existed.
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def elmur_options(self) -> dict[str, Any]:
         """The resolved ELMUR options (defaults filled in): enough to rebuild the same cores."""
-        return dict(dataclasses.asdict(self.elmur_config), shared_core=self.shared_core, detach_critic=self.detach_critic)
+        actor = dataclasses.asdict(self.elmur_config)
+        critic = {} if self.critic_config is None else dataclasses.asdict(self.critic_config)
+        critic_core_kwargs = {name: value for name, value in critic.items() if value != actor[name]}
+        return dict(actor, shared_core=self.shared_core, detach_critic=self.detach_critic, critic_core_kwargs=critic_core_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), **self.elmur_options()}
 
     def _build_mlp_extractor(self) -> None:
-        self.mlp_extractor = MlpExtractor(
-            self.elmur_config.d_model, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device
-        )
+        def extractor(width: int) -> MlpExtractor:
+            return MlpExtractor(width, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device)
+
+        self.mlp_extractor = extractor(self.elmur_config.d_model)
+        if self.critic_config is not None and self.critic_config.d_model != self.elmur_config.d_model:
+            critic = extractor(self.critic_config.d_model)  # the value MLP reads the critic core's width
+            self.mlp_extractor.value_net, self.mlp_extractor.latent_dim_vf = critic.value_net, critic.latent_dim_vf
 
     # ----------------------------------------------------------------------------------------
     # recurrent state
@@ -299,6 +313,20 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
 
 
 ELMUR_OPTIONS = {field.name: field for field in dataclasses.fields(ElmurConfig)}
+
+
+def _critic_config(actor: ElmurConfig, elmur_kwargs: dict[str, Any], overrides: dict[str, Any] | None) -> ElmurConfig:
+    """The critic core's options: the actor's as given (defaults resolved for the critic's own width) plus ``overrides``."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(ELMUR_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} in critic_core_kwargs; the ELMUR options are {list(ELMUR_OPTIONS)}")
+    if overrides.get("segment_len", actor.segment_len) != actor.segment_len:
+        raise ValueError(
+            f"critic_core_kwargs cannot change segment_len ({overrides['segment_len']} vs the actor's {actor.segment_len}): "
+            "both cores' segments are cut at the same steps"
+        )
+    return ElmurConfig(**{**elmur_kwargs, **overrides})
 
 
 def _signature_with_elmur_options(init: Any) -> inspect.Signature:

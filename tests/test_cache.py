@@ -41,7 +41,9 @@ def test_cache_len_zero_is_the_papers_model_unchanged():
     [(1, 1, True, False, {}), (3, 3, False, False, {}), (4, 2, True, False, {}), (11, 2, False, False, {}),
      (11, 1, True, False, {}), (4, 2, False, True, {}), (4, 2, False, False, {"output_scale": None}),
      (3, 2, True, True, {"output_scale": 0.3}), (4, 3, False, False, {"write_gate": True}),
-     (2, 2, True, True, {"write_gate": True})],
+     (2, 2, True, True, {"write_gate": True}),
+     (4, 2, False, False, {"critic_core_kwargs": {"d_model": 8, "n_layers": 1, "cache_len": 2, "memory_slots": 2}}),
+     (3, 3, False, True, {"critic_core_kwargs": {"n_layers": 3, "cache_len": 7}})],
 )  # fmt: skip
 def test_update_recomputes_rollout_exactly_with_cache(cache_len, bptt_segments, shared_core, norm_first, extra):
     # segment_len 4; episodes of 1-14 steps (many shorter than a cache of 11) that end by termination or

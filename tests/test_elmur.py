@@ -466,6 +466,15 @@ def test_spaces(policy, observation_space, action_space):
             "share_features_extractor=False needs a separate critic core",
         ),
         (dict(policy_kwargs=dict(detach_critic=True)), "detach_critic=True only applies to a shared core"),
+        (
+            dict(policy_kwargs=dict(shared_core=True, critic_core_kwargs=dict(n_layers=1))),
+            "critic_core_kwargs configures the critic's own core: it needs shared_core=False",
+        ),
+        (
+            dict(policy_kwargs=dict(segment_len=8, critic_core_kwargs=dict(segment_len=4))),
+            "critic_core_kwargs cannot change segment_len (4 vs the actor's 8)",
+        ),
+        (dict(policy_kwargs=dict(critic_core_kwargs=dict(d_model=30))), "d_model (30) must be divisible by n_heads (4)"),
     ],
 )
 def test_invalid_configuration(kwargs, message):
@@ -479,6 +488,29 @@ def test_invalid_configuration(kwargs, message):
 def test_unknown_elmur_option_is_named():
     with pytest.raises(TypeError, match=r"unknown ELMUR policy argument\(s\) \['segment_length'\]"):
         PPOElmur("MlpElmurPolicy", make_vec_env("CartPole-v1", n_envs=1), policy_kwargs=dict(segment_length=8))
+
+
+def test_unknown_critic_core_option_is_named():
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['layers'\] in critic_core_kwargs"):
+        PPOElmur("MlpElmurPolicy", make_vec_env("CartPole-v1", n_envs=1), policy_kwargs=dict(critic_core_kwargs=dict(layers=1)))
+
+
+def test_a_smaller_critic_core_is_built_saved_and_loaded_as_configured(tmp_path):
+    critic = dict(d_model=8, n_layers=1, n_heads=2)
+    model = PPOElmur("MlpElmurPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), n_steps=8, batch_size=8, seed=0,
+                     policy_kwargs=dict(SMALL, critic_core_kwargs=critic))  # fmt: skip
+    policy = model.policy
+    assert policy.critic_config.d_model == 8 and len(policy.core_critic.layers) == 1
+    assert policy.critic_config.d_ff == 32 and policy.critic_config.memory_slots == SMALL["memory_slots"]  # own width's default
+    assert policy.elmur_config.d_model == 16 and len(policy.core_actor.layers) == 2  # the actor as given
+    assert policy.mlp_extractor.value_net[0].in_features == 8 and policy.mlp_extractor.policy_net[0].in_features == 16
+    model.learn(16)
+    model.save(tmp_path / "m.zip")
+    loaded = PPOElmur.load(tmp_path / "m.zip")
+    assert loaded.policy.critic_config == policy.critic_config and loaded.policy.elmur_config == policy.elmur_config
+    obs = model.env.reset()
+    actions = model.predict(obs, deterministic=True)[0]
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], actions)
 
 
 def test_gsde_as_in_recurrent_ppo():
