@@ -102,8 +102,17 @@ VARIANTS = {
     # coordinate; AMSGrad bounds them by the earlier gradients' scale. Seed 0 on PendulumNoVel: best
     # -270, final -693 (the default: -385, -923); it did not hold the T-Maze curriculum step either.
     "ppo-elmur-amsgrad": ("ppo-elmur", ("policy_kwargs.optimizer_kwargs={amsgrad: true, eps: 1.0e-5}",)),
+    # Raw advantages instead of SB3's per-minibatch normalisation, for both algorithms alike. Once a task
+    # is solved the advantages are value noise; normalised to unit std they keep moving the policy as
+    # much as at the start, and a saturated softmax is where that random walk ends: its gradients
+    # vanish (approx_kl exactly 0 on tmaze-30 and the curriculum step, entropy ~0.005 per step).
+    "ppo-elmur-noadvnorm": ("ppo-elmur", ("normalize_advantage=false",)),
+    "ppo-lstm-noadvnorm": ("ppo-lstm", ("normalize_advantage=false",)),
 }
 THRESHOLD = 0.9
+# An update whose approx_kl is below this left the policy where it was: on a discrete task, a softmax
+# so saturated that its gradients vanish (what ended the T-Maze runs that lost a solved task).
+FROZEN_KL = 1e-6
 
 
 def grid_dir(out: Path, task: str, variant: str) -> Path:
@@ -138,6 +147,23 @@ def run_metrics(timesteps: np.ndarray, scores: np.ndarray) -> dict[str, float | 
     }
 
 
+def frozen_fraction(run_dir: Path) -> float | None:
+    """Fraction of the second half of a run's updates that did not move the policy (``approx_kl`` below
+    :data:`FROZEN_KL`), from its TensorBoard log; None without one."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    kl: dict[int, float] = {}
+    for events in sorted(run_dir.glob("tb/*/events.out.tfevents.*")):  # a resumed run logs in several files
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if "train/approx_kl" in accumulator.Tags()["scalars"]:
+            kl.update((e.step, e.value) for e in accumulator.Scalars("train/approx_kl"))
+    if not kl:
+        return None
+    late = [kl[step] for step in sorted(kl)[len(kl) // 2 :]]
+    return float(np.mean(np.asarray(late) < FROZEN_KL))
+
+
 def collect(out: Path, task_name: str, variant: str) -> list[dict]:
     """Per-run metrics of one grid, from its runs' evaluations and summaries."""
     task = TASKS[task_name]
@@ -149,7 +175,8 @@ def collect(out: Path, task_name: str, variant: str) -> list[dict]:
         evals = np.load(evals_path)
         raw = evals["successes"] if task.success else evals["results"]
         scores = (raw.mean(axis=1) - task.low) / (task.optimum - task.low)
-        row = {"run": run_dir.name, **run_metrics(evals["timesteps"], scores), "last_timestep": int(evals["timesteps"][-1])}
+        row = {"run": run_dir.name, **run_metrics(evals["timesteps"], scores), "last_timestep": int(evals["timesteps"][-1]),
+               "frozen_updates_late": frozen_fraction(run_dir)}  # fmt: skip
         summary = run_dir / "summary.json"
         if summary.exists():
             row["steps_per_s"] = json.loads(summary.read_text()).get("env_steps_per_s")
@@ -171,8 +198,10 @@ def report(out: Path, suite: str, variants: list[str]) -> str:
         f"# {suite} benchmark", "",
         "Normalised score: (return - chance) / (optimum - chance); 90% threshold on that scale. Means over seeds.",
         "",
-        "| task | variant | runs | steps to 90% | best | final | held after 90% | final within 0.1 of best | env-steps/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Frozen: the fraction of the second half's updates with approx_kl < {FROZEN_KL:g} (the policy did not move).",
+        "",
+        "| task | variant | runs | steps to 90% | best | final | held after 90% | final within 0.1 of best | frozen | env-steps/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for task_name in SUITES[suite]:
         for variant in variants:
@@ -185,7 +214,8 @@ def report(out: Path, suite: str, variants: list[str]) -> str:
                 f"| {task_name} | {variant} | {len(rows)} (to {max(r['last_timestep'] for r in rows):,} steps) | "
                 f"{_fmt([r['steps_to_90'] for r in rows], 0)} | {_fmt([r['best'] for r in rows])} | "
                 f"{_fmt([r['final'] for r in rows])} | {_fmt([r['held_after_90'] for r in rows])} | "
-                f"{within} of {len(rows)} | {_fmt([r['steps_per_s'] for r in rows], 0)} |"
+                f"{within} of {len(rows)} | {_fmt([r['frozen_updates_late'] for r in rows])} | "
+                f"{_fmt([r['steps_per_s'] for r in rows], 0)} |"
             )
     text = "\n".join(lines) + "\n"
     (out / f"{suite}.md").write_text(text)

@@ -3,7 +3,11 @@
 All episodes of one length run side by side in the native numpy T-Maze VecEnv (one batched
 ``predict`` per step), deterministic actions; success = the right goal (``is_success``). Success is
 also reported per cue: a policy that has lost the cue turns the same way whatever it saw, and scores
-1.0 on one cue and 0.0 on the other (about 0.5 overall).
+1.0 on one cue and 0.0 on the other (about 0.5 overall). ``junction_doubt`` is the mean probability
+the policy gives to every action but its choice at the junction: a model that has lost the cue and
+still chooses with a doubt near 0 is a *confident coin flip*, from which PPO hardly recovers (the
+policy gradient at the junction, and through it the gradient that could relearn the carry, scales
+with that doubt).
 
     python benchmarks/eval_tmaze_lengths.py MODEL.zip --lengths 100 1000 10000 100000 --episodes 32 --out result.json
 """
@@ -23,6 +27,21 @@ from agents.registry import ALGOS  # noqa: E402
 from envs import make_vec_env  # noqa: E402
 
 
+def action_probabilities(model, obs: np.ndarray, state, starts: np.ndarray) -> np.ndarray:
+    """The policy's action probabilities for ``obs`` from the recurrent ``state`` that ``predict`` took
+    (PPOElmur's states, or RecurrentPPO's ``(hidden, cell)`` arrays)."""
+    obs_tensor, _ = model.policy.obs_to_tensor(obs)
+    starts_tensor = th.as_tensor(starts, device=model.device)
+    with th.no_grad():
+        if isinstance(state, tuple) and isinstance(state[0], np.ndarray):  # RecurrentPPO: actor LSTM's (h, c)
+            lstm_state = tuple(th.as_tensor(x, device=model.device) for x in state)
+            distribution, _ = model.policy.get_distribution(obs_tensor, lstm_state, starts_tensor.float())
+        else:
+            state = state if state is not None else model.policy.initial_state(len(obs))
+            distribution, _ = model.policy.get_distribution(obs_tensor, state, starts_tensor)
+    return distribution.distribution.probs.cpu().numpy()
+
+
 def evaluate(model, length: int, episodes: int, seed: int) -> dict:
     venv = make_vec_env(f"tmaze-{length}", n_envs=episodes, seed=seed)
     obs = venv.reset()
@@ -30,8 +49,12 @@ def evaluate(model, length: int, episodes: int, seed: int) -> dict:
     state, starts = None, np.ones(episodes, dtype=bool)
     finished = np.zeros(episodes, dtype=bool)
     success = np.zeros(episodes, dtype=bool)
+    doubt = np.full(episodes, np.nan)
     begin = time.perf_counter()
     while not finished.all():
+        at_junction = (obs[:, 2] > 0.5) & np.isnan(doubt) & ~finished
+        if at_junction.any() and hasattr(model, "policy"):  # the first decision at each env's first junction
+            doubt[at_junction] = 1.0 - action_probabilities(model, obs, state, starts)[at_junction].max(-1)
         actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=True)
         obs, _, starts, infos = venv.step(actions)
         for i in np.flatnonzero(starts & ~finished):  # each env's first episode only
@@ -41,6 +64,7 @@ def evaluate(model, length: int, episodes: int, seed: int) -> dict:
 
     return {"length": length, "episodes": episodes, "success_rate": float(success.mean()),
             "success_cue_up": rate(cue_up), "success_cue_down": rate(~cue_up),
+            "junction_doubt": None if np.isnan(doubt).all() else float(np.nanmean(doubt)),
             "seconds": round(time.perf_counter() - begin, 1)}  # fmt: skip
 
 

@@ -77,3 +77,26 @@ def test_a_missing_model_stays_pending_instead_of_stopping_the_pipeline(tmp_path
     evaluate_lengths(tmp_path, "ppo-elmur", 0, "selected", episodes=4, max_length=1000)
     assert "stays pending" in capsys.readouterr().out and not (tmp_path / "lengths").exists()
     assert "0/0 [0.00, 1.00] (1 pending)" in report(tmp_path, ["ppo-elmur"], 1, 1000)
+
+
+def test_length_evaluation_reports_the_doubt_at_the_junction_for_both_algorithms():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import numpy as np
+    import torch as th
+    from eval_tmaze_lengths import evaluate
+    from sb3_contrib import RecurrentPPO
+
+    from elmur_sb3 import PPOElmur
+    from envs import make_vec_env
+
+    venv = make_vec_env("tmaze-6", n_envs=2, seed=0)
+    elmur = PPOElmur("MlpElmurPolicy", venv, seed=0, policy_kwargs=dict(d_model=16, n_heads=2, segment_len=4, memory_slots=2))
+    lstm = RecurrentPPO("MlpLstmPolicy", venv, seed=0, policy_kwargs=dict(lstm_hidden_size=8))
+    for model in (elmur, lstm):
+        # logits (2, 0, 0, 0) whatever the input: it walks right to the junction and doubts "right" there
+        with th.no_grad():
+            model.policy.action_net.weight.zero_()
+            model.policy.action_net.bias.copy_(th.tensor([2.0, 0.0, 0.0, 0.0]))
+        doubt = 1 - np.exp(2) / (np.exp(2) + 3)
+        assert abs(evaluate(model, length=6, episodes=8, seed=1)["junction_doubt"] - doubt) < 1e-6
+    assert evaluate(_Scripted(always_up=False), length=6, episodes=4, seed=1)["junction_doubt"] is None
