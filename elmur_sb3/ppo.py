@@ -291,7 +291,7 @@ class PPOElmur(OnPolicyAlgorithm):
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
-        entropy_losses, pg_losses, value_losses, clip_fractions, read_entropies = [], [], [], [], []
+        entropy_losses, pg_losses, value_losses, clip_fractions, read_entropies, grad_norms = [], [], [], [], [], []
         approx_kl_divs: list[float] = []
         continue_training = True
         for epoch in range(self.n_epochs):
@@ -340,7 +340,7 @@ class PPOElmur(OnPolicyAlgorithm):
 
                 self.policy.optimizer.zero_grad()
                 loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                grad_norms.append(th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm).item())
                 self.policy.optimizer.step()
             self._n_updates += 1
             if not continue_training:
@@ -355,6 +355,9 @@ class PPOElmur(OnPolicyAlgorithm):
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
         self.logger.record("elmur/read_entropy", np.mean(read_entropies))
+        # before clipping: how far the losses pull (a solved task's near-zero pull, which Adam still
+        # turns into rate-sized steps, is one of the stability issue's suspects)
+        self.logger.record("train/grad_norm", np.mean(grad_norms) if grad_norms else float("nan"))
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

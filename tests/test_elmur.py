@@ -391,7 +391,7 @@ def test_callbacks_vecnormalize_tensorboard_progress_bar(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
-    for tag in ("train/approx_kl", "elmur/slots_filled", "elmur/mean_slot_age", "elmur/read_entropy"):
+    for tag in ("train/approx_kl", "train/grad_norm", "elmur/slots_filled", "elmur/mean_slot_age", "elmur/read_entropy"):
         assert tag in tags
 
 
