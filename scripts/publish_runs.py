@@ -10,6 +10,11 @@ summary's paths relative to the repository root, with ``last_checkpoint`` pointi
 (``summaries/``, ``results.json``) are rewritten alike. Unfinished runs are left untouched (they are still
 resumable); so is everything outside the repository.
 
+The kept models are also slimmed: their optimizer state (Adam's two moments per parameter, twice the
+size of the weights) is replaced by that of a fresh optimizer. A slim model loads, predicts and
+evaluates exactly as before; training it further (``--resume``, ``--trained-agent``) starts Adam's moments
+afresh, as ``--trained-agent`` does anyway. ``--keep-optimizer`` keeps them.
+
     python scripts/publish_runs.py docs/results/bench_learning/CartPoleNoVel
     python scripts/publish_runs.py --dry-run docs/results/tmaze_final
 """
@@ -17,9 +22,11 @@ resumable); so is everything outside the repository.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +90,32 @@ def is_run_dir(folder: Path) -> bool:
     return (folder / SUMMARY_FILE).exists() and (folder / CONFIG_FILE).exists()
 
 
-def publish(run_dir: Path, root: Path, dry_run: bool, keep_best: bool = False) -> list[str]:
+OPTIMIZER_STATE = "policy.optimizer.pth"
+
+
+def slim_model(path: Path) -> bool:
+    """Replace a saved SB3 model's optimizer state with a fresh optimizer's (its hyperparameters kept,
+    its per-parameter state dropped); False if there was none to drop."""
+    import torch as th
+
+    with zipfile.ZipFile(path) as archive:
+        if OPTIMIZER_STATE not in archive.namelist():
+            return False
+        state = th.load(io.BytesIO(archive.read(OPTIMIZER_STATE)), map_location="cpu", weights_only=True)
+        if not state.get("state"):
+            return False
+        buffer = io.BytesIO()
+        th.save({**state, "state": {}}, buffer)
+        members = [(info, buffer.getvalue() if info.filename == OPTIMIZER_STATE else archive.read(info)) for info in archive.infolist()]
+    slim = path.with_suffix(".slim.zip")
+    with zipfile.ZipFile(slim, "w") as archive:
+        for info, data in members:
+            archive.writestr(info, data)
+    slim.replace(path)
+    return True
+
+
+def publish(run_dir: Path, root: Path, dry_run: bool, keep_best: bool = False, keep_optimizer: bool = False) -> list[str]:
     """Prune one finished run directory; returns what was (or would be) done."""
     summary_path = run_dir / SUMMARY_FILE
     summary = read_summary(run_dir) or {}
@@ -95,6 +127,9 @@ def publish(run_dir: Path, root: Path, dry_run: bool, keep_best: bool = False) -
             done.append(f"remove {extra.relative_to(root)}")
             if not dry_run:
                 shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+    for model in (run_dir / FINAL_MODEL, run_dir / "best_model.zip"):
+        if not keep_optimizer and model.exists() and (dry_run or slim_model(model)):
+            done.append(f"slim {model.relative_to(root)} (optimizer state dropped)")
     final = str((run_dir / FINAL_MODEL).relative_to(root))
     new = {key: relative_to_repo(summary[key], run_dir, root) for key in PATH_KEYS if summary.get(key)}
     new["final_model"] = new["last_checkpoint"] = final
@@ -112,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     parser.add_argument("--keep-best", action="store_true",
                         help="keep best_model.zip too (results that report model selection, e.g. the T-Maze curriculum)")
+    parser.add_argument("--keep-optimizer", action="store_true",
+                        help="keep the models' optimizer state (default: dropped, a third of the size; see above)")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout the paths are made relative to")
     args = parser.parse_args(argv)
     root = args.root.resolve()
@@ -123,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.folders:
         for summary in sorted(folder.resolve().rglob(SUMMARY_FILE)):
             if is_run_dir(summary.parent):
-                for line in publish(summary.parent, root, args.dry_run, args.keep_best):
+                for line in publish(summary.parent, root, args.dry_run, args.keep_best, args.keep_optimizer):
                     print(line)
         for json_path in sorted(folder.resolve().rglob("*.json")):
             if json_path.name != SUMMARY_FILE or not is_run_dir(json_path.parent):

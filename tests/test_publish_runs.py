@@ -77,3 +77,32 @@ def test_publish_finds_runs_trained_outside_the_checkout(tmp_path: Path) -> None
         assert summary["final_model"] == summary["last_checkpoint"] == final, path
         assert summary["run_dir"] == str(run_dir.relative_to(root)), path
 
+
+
+def test_a_slim_model_acts_as_before_and_trains_on(tmp_path: Path) -> None:
+    import numpy as np
+    from stable_baselines3.common.env_util import make_vec_env
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from publish_runs import slim_model
+
+    from elmur_sb3 import PPOElmur
+
+    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = PPOElmur("MlpElmurPolicy", venv, n_steps=16, batch_size=16, seed=0,
+                     policy_kwargs=dict(d_model=16, n_heads=2, segment_len=4, memory_slots=2))  # fmt: skip
+    model.learn(64)  # Adam has state now
+    full, slim = tmp_path / "full.zip", tmp_path / "slim.zip"
+    model.save(full)
+    model.save(slim)
+    assert slim_model(slim) and not slim_model(slim)  # a second pass has nothing to drop
+    assert slim.stat().st_size < 0.6 * full.stat().st_size
+    obs = venv.reset()
+    loaded_full, loaded_slim = PPOElmur.load(full, device="cpu"), PPOElmur.load(slim, device="cpu")
+    for a, b in zip(loaded_full.policy.state_dict().values(), loaded_slim.policy.state_dict().values()):
+        assert np.array_equal(a.numpy(), b.numpy())
+    assert np.array_equal(loaded_full.predict(obs, deterministic=True)[0], loaded_slim.predict(obs, deterministic=True)[0])
+    assert not loaded_slim.policy.optimizer.state  # a fresh Adam ...
+    loaded_slim.set_env(venv)
+    loaded_slim.learn(32)  # ... that trains on
+    assert loaded_slim.policy.optimizer.state
