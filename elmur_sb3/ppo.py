@@ -340,7 +340,7 @@ class PPOElmur(OnPolicyAlgorithm):
 
                 self.policy.optimizer.zero_grad()
                 loss.backward()
-                grad_norms.append(th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm).item())
+                grad_norms.append(th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm))
                 self.policy.optimizer.step()
             self._n_updates += 1
             if not continue_training:
@@ -355,9 +355,8 @@ class PPOElmur(OnPolicyAlgorithm):
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
         self.logger.record("elmur/read_entropy", np.mean(read_entropies))
-        # before clipping: how far the losses pull (a solved task's near-zero pull, which Adam still
-        # turns into rate-sized steps, is one of the stability issue's suspects)
-        self.logger.record("train/grad_norm", np.mean(grad_norms) if grad_norms else float("nan"))
+        # before clipping: how far the losses pull (a stability diagnostic); one sync per update, not per minibatch
+        self.logger.record("train/grad_norm", th.stack(grad_norms).mean().item() if grad_norms else float("nan"))
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

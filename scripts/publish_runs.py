@@ -13,7 +13,7 @@ resumable); so is everything outside the repository.
 The kept models are also slimmed: their optimizer state (Adam's two moments per parameter, twice the
 size of the weights) is replaced by that of a fresh optimizer. A slim model loads, predicts and
 evaluates exactly as before; training it further (``--resume``, ``--trained-agent``) starts Adam's moments
-afresh, as ``--trained-agent`` does anyway. ``--keep-optimizer`` keeps them.
+afresh. ``--keep-optimizer`` keeps them.
 
     python scripts/publish_runs.py docs/results/bench_learning/CartPoleNoVel
     python scripts/publish_runs.py --dry-run docs/results/tmaze_final
