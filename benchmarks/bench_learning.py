@@ -66,8 +66,10 @@ VARIANTS = {
     "ppo-elmur": ("ppo-elmur", ()),
     "ppo-elmur-shared": ("ppo-elmur", ("policy_kwargs.shared_core=true",)),
     # A cheaper critic: its own core at half the width and one layer (0.78x RecurrentPPO's env-steps/s
-    # per CPU-second against 0.50x for the default, side by side in bench_speed.py)
+    # per CPU-second against 0.50x for a full copy of the actor's core, side by side in bench_speed.py).
+    # The library default since the tenth session; ppo-elmur-critic-full is the default before it.
     "ppo-elmur-critic-small": ("ppo-elmur", ("policy_kwargs.critic_core_kwargs={d_model: 32, n_layers: 1}",)),
+    "ppo-elmur-critic-full": ("ppo-elmur", ("policy_kwargs.critic_core_kwargs={}",)),
     "ppo-elmur-shared-detached": ("ppo-elmur", ("policy_kwargs.shared_core=true", "policy_kwargs.detach_critic=true")),
     "ppo-elmur-nocache": ("ppo-elmur", ("policy_kwargs.cache_len=0",)),
     "ppo-elmur-prenorm": ("ppo-elmur", ("policy_kwargs.norm_first=true",)),

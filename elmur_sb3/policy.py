@@ -57,9 +57,12 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         separate critic LSTM) gives the critic its own core
     :param detach_critic: with a shared core, the value head reads the core's output detached, so
         the value loss does not train the core (RecurrentPPO's ``shared_lstm=True`` behaviour)
-    :param critic_core_kwargs: ELMUR options in which the critic's own core differs from the actor's
-        (e.g. ``{"n_layers": 1, "d_model": 32}`` for a cheaper critic); every other option is the actor's.
-        ``segment_len`` cannot differ: both cores' segments are cut at the same steps
+    :param critic_core_kwargs: ELMUR options in which the critic's own core differs from the actor's;
+        every other option is the actor's. None (the default) gives a critic core of one layer at half
+        the actor's width (the actor's width where half would not split into ``n_heads`` heads): it
+        learned as fast as a copy of the actor's core on three tasks at 3 seeds, at ~1.5x the training
+        speed (docs/results, "The small critic core becomes the default"). ``{}`` copies the actor's
+        options. ``segment_len`` cannot differ: both cores' segments are cut at the same steps
     """
 
     def __init__(
@@ -100,6 +103,8 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         if detach_critic and not shared_core:
             raise ValueError("detach_critic=True only applies to a shared core: set shared_core=True or drop detach_critic")
         self.elmur_config = ElmurConfig(**elmur_kwargs)
+        if critic_core_kwargs is None and not shared_core:
+            critic_core_kwargs = _default_critic_core_kwargs(self.elmur_config)
         self.critic_config = None if shared_core else _critic_config(self.elmur_config, elmur_kwargs, critic_core_kwargs)
         self.shared_core = shared_core
         self.detach_critic = detach_critic
@@ -327,6 +332,13 @@ def _critic_config(actor: ElmurConfig, elmur_kwargs: dict[str, Any], overrides: 
             "both cores' segments are cut at the same steps"
         )
     return ElmurConfig(**{**elmur_kwargs, **overrides})
+
+
+def _default_critic_core_kwargs(actor: ElmurConfig) -> dict[str, Any]:
+    """One layer at half the actor's width, where half splits into the actor's heads."""
+    half = actor.d_model // 2
+    width = half if half >= actor.n_heads and half % actor.n_heads == 0 else actor.d_model
+    return {"d_model": width, "n_layers": 1}
 
 
 def _signature_with_elmur_options(init: Any) -> inspect.Signature:

@@ -22,7 +22,7 @@ SelfPPOElmur = TypeVar("SelfPPOElmur", bound="PPOElmur")
 
 # ELMUR options added after models were first saved, with the value such models were trained with
 # (0.1 saved only the options a user set; later versions save all of them).
-_OPTIONS_ADDED_LATER = {"cache_len": 0, "shared_core": True, "alibi_init": False}
+_OPTIONS_ADDED_LATER = {"cache_len": 0, "shared_core": True, "alibi_init": False, "critic_core_kwargs": {}}
 
 
 class PPOElmur(OnPolicyAlgorithm):
@@ -173,7 +173,8 @@ class PPOElmur(OnPolicyAlgorithm):
     def load(cls, path, env=None, device="auto", custom_objects=None, **kwargs):  # type: ignore[no-untyped-def]
         """SB3's ``load``. A saved model records every ELMUR option that existed when it was saved;
         options added since then load with the value it was trained with, not today's default:
-        0.1 models ``cache_len=0`` and ``shared_core=True``, models before ``alibi_init`` ``False``."""
+        0.1 models ``cache_len=0`` and ``shared_core=True``, models before ``alibi_init`` ``False``, models
+        before ``critic_core_kwargs`` a critic core that copies the actor's (``{}``)."""
         data, _, _ = load_from_zip_file(path, device="cpu", custom_objects=custom_objects)
         if hasattr(path, "seek"):
             path.seek(0)

@@ -1,5 +1,7 @@
 """The ELMUR library: the model's two paths, PPOElmur's update, SB3 citizenship, errors, memory."""
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -513,6 +515,27 @@ def test_a_smaller_critic_core_is_built_saved_and_loaded_as_configured(tmp_path)
     assert np.array_equal(loaded.predict(obs, deterministic=True)[0], actions)
 
 
+def test_the_default_critic_core_is_one_layer_at_half_width():
+    venv = make_vec_env("CartPole-v1", n_envs=1)
+    policy = PPOElmur("MlpElmurPolicy", venv, policy_kwargs=SMALL).policy
+    assert policy.critic_config.d_model == 8 and policy.critic_config.n_layers == 1 and policy.critic_config.d_ff == 32
+    assert policy.critic_config.memory_slots == SMALL["memory_slots"] and policy.critic_config.n_heads == SMALL["n_heads"]
+    # {} copies the actor's core, as the default did before
+    copy = PPOElmur("MlpElmurPolicy", venv, policy_kwargs=dict(SMALL, critic_core_kwargs={})).policy
+    assert copy.critic_config == copy.elmur_config
+    # a half width that would not split into n_heads heads keeps the actor's width
+    odd = PPOElmur("MlpElmurPolicy", venv, policy_kwargs=dict(SMALL, d_model=12, n_heads=4)).policy
+    assert odd.critic_config.d_model == 12 and odd.critic_config.n_layers == 1
+    assert PPOElmur("MlpElmurPolicy", venv, policy_kwargs=dict(SMALL, shared_core=True)).policy.critic_config is None
+
+
+def test_models_saved_before_critic_core_kwargs_load_with_a_full_critic():
+    # Saved at 5b62db5, before critic_core_kwargs existed: its critic core copies the actor's.
+    path = Path(__file__).parents[1] / "docs/results/tmaze_defaults/tmaze-30/runs/tmaze-30__ppo-elmur__s2/final_model.zip"
+    policy = PPOElmur.load(path).policy
+    assert policy.critic_config == policy.elmur_config
+
+
 def test_gsde_as_in_recurrent_ppo():
     # RecurrentPPO's gSDE arguments, same meaning; lr=0 keeps the update exact under the noise resets.
     venv = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
@@ -560,10 +583,13 @@ def _success_rate(model, n_episodes: int = 200, wipe_memory_at: int | None = Non
         state, start, done = None, np.array([True]), False
         while not done:
             if wipe_memory_at is not None and env.t == wipe_memory_at and isinstance(model, PPOElmur):
-                fresh = model.policy.core_actor.initial_segment_start(1, model.device).memory
                 policy = model.policy
-                critic = None if state.vf is None else policy.core_critic.with_memory(state.vf, fresh)
-                state = ElmurStates(policy.core_actor.with_memory(state.pi, fresh), critic)
+
+                def wiped(core, core_state):
+                    return core.with_memory(core_state, core.initial_segment_start(1, model.device).memory)
+
+                critic = None if state.vf is None else wiped(policy.core_critic, state.vf)
+                state = ElmurStates(wiped(policy.core_actor, state.pi), critic)
             action, state = model.predict(obs[None], state=state, episode_start=start, deterministic=True)
             start = np.array([False])
             obs, _, done, _, info = env.step(int(action[0]))
