@@ -103,8 +103,6 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         if detach_critic and not shared_core:
             raise ValueError("detach_critic=True only applies to a shared core: set shared_core=True or drop detach_critic")
         self.elmur_config = ElmurConfig(**elmur_kwargs)
-        if critic_core_kwargs is None and not shared_core:
-            critic_core_kwargs = _default_critic_core_kwargs(self.elmur_config)
         self.critic_config = None if shared_core else _critic_config(self.elmur_config, elmur_kwargs, critic_core_kwargs)
         self.shared_core = shared_core
         self.detach_critic = detach_critic
@@ -321,8 +319,9 @@ ELMUR_OPTIONS = {field.name: field for field in dataclasses.fields(ElmurConfig)}
 
 
 def _critic_config(actor: ElmurConfig, elmur_kwargs: dict[str, Any], overrides: dict[str, Any] | None) -> ElmurConfig:
-    """The critic core's options: the actor's as given (defaults resolved for the critic's own width) plus ``overrides``."""
-    overrides = dict(overrides or {})
+    """The critic core's options: the actor's as given (defaults resolved for the critic's own width) plus
+    ``overrides`` (None: the default small critic)."""
+    overrides = _default_critic_core_kwargs(actor) if overrides is None else dict(overrides)
     unknown = sorted(set(overrides) - set(ELMUR_OPTIONS))
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} in critic_core_kwargs; the ELMUR options are {list(ELMUR_OPTIONS)}")
