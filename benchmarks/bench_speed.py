@@ -6,7 +6,8 @@
 2. Training throughput (env steps per second, rollouts plus updates) on the same POPGym vec
    env with the same PPO settings, the variants interleaved round by round so that machine
    noise hits all alike: PPOElmur with the attention cache (the default) and without it, with a
-   shared core (the old default), and RecurrentPPO.
+   shared core (the old default), with compiled cores (their compilation in the warm-up, whose
+   seconds are reported apart), and RecurrentPPO.
 3. Arithmetic per env step (``--flops``): the matrix-product FLOPs of one rollout step and of one
    update's forward and backward, per env step, for PPOElmur (counted by torch's ``FlopCounterMode``)
    and RecurrentPPO (its heads counted alike; the LSTM cells, which the counter does not see, counted as
@@ -14,6 +15,7 @@
 
     python benchmarks/bench_speed.py --out docs/results/speed_cpu.json
     python benchmarks/bench_speed.py --flops --skip-latency --skip-throughput
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/bench_speed.py --skip-latency --skip-defaults --variants "ppo-elmur compile_cores"
 """
 
 import argparse
@@ -43,6 +45,8 @@ VARIANTS = {  # the library's defaults first; what each other row changes
     "ppo-elmur critic d32 1 layer": dict(critic_core_kwargs=dict(d_model=32, n_layers=1)),
     "ppo-elmur d_ff=2*d_model": dict(d_ff=128),
     "ppo-elmur d_ff=2*d_model, critic d32 1 layer": dict(d_ff=128, critic_core_kwargs=dict(d_model=32, n_layers=1, d_ff=64)),
+    # torch.compile of both cores; its compilation falls in the warm-up, reported apart
+    "ppo-elmur compile_cores": dict(compile_cores=True),
     "ppo-lstm": None,
 }
 
@@ -79,10 +83,12 @@ def latency(algo: str, device: str, steps: int, lstm_hidden: int) -> dict[str, f
 
 def throughput(algos: list[str], device: str, env: str, n_envs: int, n_steps: int, batch_size: int,
                n_epochs: int, rounds: int, lstm_hidden: int) -> dict[str, float]:  # fmt: skip
-    models = {}
+    models, warm_up = {}, {}
     for algo in algos:
         models[algo] = build(algo, make_vec_env(env, n_envs=n_envs, seed=0), device, lstm_hidden, batch_size, n_epochs, n_steps)
-        models[algo].learn(n_envs * n_steps)  # warm-up: first rollout and update
+        begin = time.perf_counter()
+        models[algo].learn(n_envs * n_steps)  # warm-up: first rollout and update (and any compilation)
+        warm_up[f"{algo} warm-up s"] = time.perf_counter() - begin
     seconds = {algo: 0.0 for algo in algos}
     cpu_seconds = {algo: 0.0 for algo in algos}
     per_round = n_envs * n_steps
@@ -95,7 +101,7 @@ def throughput(algos: list[str], device: str, env: str, n_envs: int, n_steps: in
     # CPU time as well as wall time: on a shared machine the process's own CPU time is far less
     # disturbed by other jobs than the wall clock, so its ratios are the ones to read there.
     return {**{algo: rounds * per_round / seconds[algo] for algo in algos},
-            **{f"{algo} per cpu-s": rounds * per_round / cpu_seconds[algo] for algo in algos}}  # fmt: skip
+            **{f"{algo} per cpu-s": rounds * per_round / cpu_seconds[algo] for algo in algos}, **warm_up}  # fmt: skip
 
 
 def flops_per_env_step(algo: str, env: str, lstm_hidden: int, batch_size: int = 1024, n_envs: int = 32) -> dict[str, float]:

@@ -63,6 +63,11 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         learned as fast as a copy of the actor's core on three tasks at 3 seeds, at ~1.5x the training
         speed (docs/results, "The small critic core becomes the default"). ``{}`` copies the actor's
         options. ``segment_len`` cannot differ: both cores' segments are cut at the same steps
+    :param compile_cores: run the cores' step and segment paths through ``torch.compile`` (TorchInductor,
+        symbolic batch sizes), which fuses their many small operations: ~1.2x the training speed on a
+        CPU, after a one-off compilation of minutes per process (cached on disk for later processes),
+        so it pays on long runs only. Needs a C++ compiler on a CPU. The function is the same to float
+        precision; saved models keep the setting
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         shared_core: bool = False,
         detach_critic: bool = False,
         critic_core_kwargs: dict[str, Any] | None = None,
+        compile_cores: bool = False,
         **elmur_kwargs: Any,
     ):
         _check_observation_space(observation_space)
@@ -127,6 +133,13 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         )
         self.core_actor = ElmurCore(self.elmur_config, self.features_dim)
         self.core_critic = None if self.critic_config is None else ElmurCore(self.critic_config, self.features_dim)
+        self.compile_cores = compile_cores
+        if compile_cores:
+            for core in (self.core_actor, self.core_critic):
+                if core is not None:
+                    # Instance attributes shadow the two entry points; parameters and state_dict are untouched.
+                    core.step = th.compile(core.step, dynamic=True)
+                    core.forward_segment = th.compile(core.forward_segment, dynamic=True)
         # The parent built the optimizer before the cores existed.
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
@@ -138,7 +151,7 @@ class ElmurActorCriticPolicy(ActorCriticPolicy):
         return dict(actor, shared_core=self.shared_core, detach_critic=self.detach_critic, critic_core_kwargs=critic_core_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), **self.elmur_options()}
+        return {**super()._get_constructor_parameters(), **self.elmur_options(), "compile_cores": self.compile_cores}
 
     def _build_mlp_extractor(self) -> None:
         def extractor(width: int) -> MlpExtractor:

@@ -309,6 +309,29 @@ def assert_update_is_exact(model: PPOElmur, n_updates: int) -> None:
     assert model.logger.name_to_value["train/clip_fraction"] == 0.0
 
 
+def test_compiled_cores_compute_the_same_function(tmp_path):
+    # torch.compile takes a minute or more on a CPU: one core of one layer covers both paths, the update and saving.
+    venv = make_vec_env("CartPole-v1", n_envs=3, seed=1)
+    kwargs = dict(n_steps=37, batch_size=40, n_epochs=1, learning_rate=0.0, seed=0, bptt_segments=2)
+    small = dict(SMALL, n_layers=1, shared_core=True)
+    model = PPOElmur("MlpElmurPolicy", venv, policy_kwargs=dict(small, compile_cores=True), **kwargs)
+    assert_update_is_exact(model, n_updates=2)  # the compiled step path against the compiled segment path
+    del model.train  # the recording wrapper
+    eager = PPOElmur("MlpElmurPolicy", venv, policy_kwargs=small, **kwargs).policy
+    eager.load_state_dict(model.policy.state_dict())
+    data = next(iter(model.rollout_buffer.get(10**9)))
+    actions = data.actions.long().flatten()
+    # with gradients, as in the update: a no_grad call would compile another graph
+    compiled_out, eager_out = (
+        policy.evaluate_chains(data.observations, actions, data.start_times, data.start_pi, data.start_vf)[:2]
+        for policy in (model.policy, eager)
+    )
+    for compiled_part, eager_part in zip(compiled_out, eager_out):
+        assert (compiled_part - eager_part).abs().max().item() < 1e-5
+    model.save(tmp_path / "m.zip")
+    assert PPOElmur.load(tmp_path / "m.zip").policy.compile_cores
+
+
 # --------------------------------------------------------------------------------------------
 # isolation between envs and episode resets
 
