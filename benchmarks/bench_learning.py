@@ -70,9 +70,17 @@ VARIANTS = {
     # The library default since the tenth session; ppo-elmur-critic-full is the default before it.
     "ppo-elmur-critic-small": ("ppo-elmur", ("policy_kwargs.critic_core_kwargs={d_model: 32, n_layers: 1}",)),
     "ppo-elmur-critic-full": ("ppo-elmur", ("policy_kwargs.critic_core_kwargs={}",)),
+    # The value loss's weight on a shared core (SB3's vf_coef 0.5): if the critic's loss pulls the shared
+    # representation away from what the policy needs, a smaller weight should close part of the gap to a
+    # separate critic core (issue 15's candidate list).
+    "ppo-elmur-shared-vf0.25": ("ppo-elmur", ("policy_kwargs.shared_core=true", "vf_coef=0.25")),
+    "ppo-elmur-shared-vf0.1": ("ppo-elmur", ("policy_kwargs.shared_core=true", "vf_coef=0.1")),
     "ppo-elmur-shared-detached": ("ppo-elmur", ("policy_kwargs.shared_core=true", "policy_kwargs.detach_critic=true")),
     "ppo-elmur-nocache": ("ppo-elmur", ("policy_kwargs.cache_len=0",)),
     "ppo-elmur-prenorm": ("ppo-elmur", ("policy_kwargs.norm_first=true",)),
+    # GTrXL (Parisotto et al. 2019): pre-norm blocks whose residual sums are GRU-type gates started near
+    # the identity; issue 10's named candidate for transformers that lose a solved task in RL.
+    "ppo-elmur-gtrxl": ("ppo-elmur", ("policy_kwargs.norm_first=true", "policy_kwargs.residual_gate=true")),
     "ppo-elmur-noalibi": ("ppo-elmur", ("policy_kwargs.alibi_init=false",)),
     "ppo-lstm": ("ppo-lstm", ()),
     # 5e-4 decayed linearly to 0 over the budget, for both algorithms alike: issue 10's stability
@@ -247,7 +255,9 @@ def main() -> int:
         for task_name in tasks:
             for variant in args.variants:
                 run_grid(args.out, task_name, variant, args.seeds, args.jobs, args.timesteps)
-    print(report(args.out, args.suite, args.variants))
+    # The tables list every variant with runs in ``--out``, not only this invocation's: a probe of one
+    # variant must not drop the rest of the suite's rows.
+    print(report(args.out, args.suite, list(VARIANTS)))
     return 0
 
 

@@ -45,6 +45,9 @@ VARIANTS = {  # the library's defaults first; what each other row changes
     "ppo-elmur critic d32 1 layer": dict(critic_core_kwargs=dict(d_model=32, n_layers=1)),
     "ppo-elmur d_ff=2*d_model": dict(d_ff=128),
     "ppo-elmur d_ff=2*d_model, critic d32 1 layer": dict(d_ff=128, critic_core_kwargs=dict(d_model=32, n_layers=1, d_ff=64)),
+    # the stability issue's block forms: pre-norm, and pre-norm with GTrXL's gated residuals
+    "ppo-elmur norm_first": dict(norm_first=True),
+    "ppo-elmur gtrxl": dict(norm_first=True, residual_gate=True),
     # torch.compile of both cores; its compilation falls in the warm-up, reported apart
     "ppo-elmur compile_cores": dict(compile_cores=True),
     "ppo-lstm": None,

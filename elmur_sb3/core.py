@@ -66,6 +66,10 @@ class ElmurConfig:
     :param norm_first: pre-norm residual blocks, ``h = h + f(Norm(h))``, with a final norm on the
         core's output (GTrXL's reordering, which it found to stabilise transformers in RL); False is
         the paper's post-norm ``h = Norm(h + f(h))``
+    :param residual_gate: GTrXL's GRU-type gate in place of the token track's three residual sums,
+        ``h = GRU(h, ReLU(f(Norm(h))))``, its update gate biased to start near the identity (``b_g = 2``);
+        Parisotto et al. 2019 found pre-norm plus this gate what makes transformers stable in RL. Needs
+        ``norm_first``; the memory track keeps its residual sums (its slots are normed at the end)
     :param output_scale: factor on the output tokens that the policy and value heads read (the memory
         write reads them unscaled); None gives ``1 / sqrt(d_model)``, an output of norm ~1 like an LSTM's,
         where layer-normed tokens have norm ~``sqrt(d_model)``: the heads' input scale sets how far one
@@ -89,6 +93,7 @@ class ElmurConfig:
     position_embedding: bool = False
     alibi_init: bool = True
     norm_first: bool = False
+    residual_gate: bool = False
     output_scale: float | None = 1.0
     dropout: float = 0.0
 
@@ -113,6 +118,10 @@ class ElmurConfig:
         )
         need(0.0 < self.lru_blend <= 1.0, f"lru_blend must lie in (0, 1], got {self.lru_blend!r}")
         need(self.use_lru or not self.write_gate, "write_gate gates the LRU update: it needs use_lru=True")
+        need(
+            self.norm_first or not self.residual_gate,
+            "residual_gate gates pre-norm residual blocks (GTrXL): it needs norm_first=True",
+        )
         need(self.memory_init_std >= 0.0, f"memory_init_std must be >= 0, got {self.memory_init_std!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must lie in [0, 1), got {self.dropout!r}")
         if self.output_scale is None:
@@ -237,6 +246,29 @@ class FeedForward(nn.Sequential):
         super().__init__(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model), nn.Dropout(dropout))
 
 
+class GRUGate(nn.Module):
+    """GTrXL's gating layer: a GRU step from the residual stream ``x`` with the block's output ``y`` as input.
+
+    ``r = s(W_r y + U_r x)``, ``z = s(W_z y + U_z x - b_g)``, ``c = tanh(W_g y + U_g (r * x))``,
+    ``out = (1 - z) * x + z * c``; with ``b_g = 2`` every ``z`` starts near 0.12, near the identity map.
+    """
+
+    def __init__(self, d_model: int, gate_bias: float = 2.0):
+        super().__init__()
+        self.from_input = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.from_state = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.candidate_from_state = nn.Linear(d_model, d_model, bias=False)
+        self.gate_bias = nn.Parameter(th.full((d_model,), gate_bias))
+
+    def forward(self, x: th.Tensor, y: th.Tensor) -> th.Tensor:
+        y_reset, y_update, y_candidate = self.from_input(y).chunk(3, dim=-1)
+        x_reset, x_update = self.from_state(x).chunk(2, dim=-1)
+        reset = th.sigmoid(y_reset + x_reset)
+        update = th.sigmoid(y_update + x_update - self.gate_bias)
+        candidate = th.tanh(y_candidate + self.candidate_from_state(reset * x))
+        return x + update * (candidate - x)
+
+
 class DistanceBias(nn.Module):
     """Learned per-head bias over a clamped time distance (the paper's ``B_l``)."""
 
@@ -276,6 +308,8 @@ class ElmurLayer(nn.Module):
         # it: without a closing norm the slots grow geometrically over an episode (measured: 5e8 after
         # 500 steps on CartPoleNoVel, then NaN). Post-norm slots are normed already.
         self.norm_memory_out = nn.LayerNorm(d) if config.norm_first else nn.Identity()
+        gate = (lambda: GRUGate(d)) if config.residual_gate else (lambda: None)  # noqa: E731
+        self.gate_self, self.gate_read, self.gate_ffn = gate(), gate(), gate()
         self.write_gate = nn.Linear(d, 1) if config.write_gate else None
         if self.write_gate is not None:
             nn.init.zeros_(self.write_gate.weight)
@@ -299,8 +333,10 @@ class ElmurLayer(nn.Module):
         """A block's input: normed in pre-norm blocks, as is in post-norm ones."""
         return norm(x) if self.norm_first else x
 
-    def post(self, norm: nn.LayerNorm, x: th.Tensor, update: th.Tensor) -> th.Tensor:
-        """The residual connection around a block, normed after it in post-norm blocks."""
+    def post(self, norm: nn.LayerNorm, x: th.Tensor, update: th.Tensor, gate: GRUGate | None = None) -> th.Tensor:
+        """The residual connection around a block, normed after it in post-norm blocks, or ``gate``d (GTrXL)."""
+        if gate is not None:
+            return gate(x, th.relu(update))
         return x + update if self.norm_first else norm(x + update)
 
     def self_keys_values(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
@@ -322,8 +358,8 @@ class ElmurLayer(nn.Module):
         """
         bias = self.memory_bias(token_times[:, :, None] - memory_times[:, None, :])
         attended, weights = attend(self.read.queries(self.pre(self.norm_read, h)), memory_keys, memory_values, bias)
-        h = self.post(self.norm_read, h, self.read.merge(attended))
-        return self.post(self.norm_ffn, h, self.ffn(self.pre(self.norm_ffn, h))), weights
+        h = self.post(self.norm_read, h, self.read.merge(attended), self.gate_read)
+        return self.post(self.norm_ffn, h, self.ffn(self.pre(self.norm_ffn, h)), self.gate_ffn), weights
 
     def memory_candidates(
         self, memory: th.Tensor, memory_times: th.Tensor, tokens: th.Tensor, token_times: th.Tensor
@@ -351,7 +387,7 @@ class ElmurLayer(nn.Module):
         keys, values = self.self_keys_values(th.cat([cache, h], dim=1))
         bias = self.self_attention_bias(positions, key_positions, key_valid)
         attended, _ = attend(self.self_attn.queries(self.pre(self.norm_self, h)), keys, values, bias)
-        h = self.post(self.norm_self, h, self.self_attn.merge(attended))
+        h = self.post(self.norm_self, h, self.self_attn.merge(attended), self.gate_self)
         return self.read_memory_and_ffn(h, *self.read.keys_values(memory), memory_times, token_times)
 
     def forward_step(
@@ -384,7 +420,7 @@ class ElmurLayer(nn.Module):
         bias = self.self_attention_bias(position[:, None], key_positions.expand(len(position), -1), key_valid)
         query = self.self_attn.queries(self.pre(self.norm_self, x[:, None]))
         attended, _ = attend(query, keys, values, bias)
-        h = self.post(self.norm_self, x[:, None], self.self_attn.merge(attended))
+        h = self.post(self.norm_self, x[:, None], self.self_attn.merge(attended), self.gate_self)
         h, weights = self.read_memory_and_ffn(h, memory_keys, memory_values, memory_times, token_time[:, None])
         return h[:, 0], weights
 

@@ -42,6 +42,7 @@ def test_cache_len_zero_is_the_papers_model_unchanged():
      (11, 1, True, False, {}), (4, 2, False, True, {}), (4, 2, False, False, {"output_scale": None}),
      (3, 2, True, True, {"output_scale": 0.3}), (4, 3, False, False, {"write_gate": True}),
      (2, 2, True, True, {"write_gate": True}),
+     (3, 2, False, True, {"residual_gate": True}), (5, 2, True, True, {"residual_gate": True}),
      (4, 2, False, False, {"critic_core_kwargs": {"d_model": 8, "n_layers": 1, "cache_len": 2, "memory_slots": 2}}),
      (3, 3, False, True, {"critic_core_kwargs": {"n_layers": 3, "cache_len": 7}})],
 )  # fmt: skip

@@ -38,16 +38,20 @@ SMALL = dict(d_model=16, n_layers=2, n_heads=2, segment_len=4, memory_slots=3, n
         (3, 2, True, 0.0, False, 9, False), (1, 2, True, 0.0, False, 5, False),
         # pre-norm blocks (norm_first), with and without the cache
         (4, 2, True, 0.1, False, 0, True), (4, 3, True, 0.0, True, 5, True),
+        # GTrXL's gated residuals (norm_first + residual_gate, marked by norm_first="gated")
+        (4, 2, True, 0.1, False, 0, "gated"), (3, 3, True, 0.0, True, 7, "gated"),
     ],
 )  # fmt: skip
 def test_step_path_equals_segment_path(
     segment_len, memory_slots, use_lru, init_std, position_embedding, cache_len, norm_first
 ):
+    residual_gate = norm_first == "gated"
+    norm_first = bool(norm_first)
     th.manual_seed(segment_len * 10 + memory_slots)
     config = ElmurConfig(
         d_model=16, n_layers=2, n_heads=4, segment_len=segment_len, memory_slots=memory_slots,
         use_lru=use_lru, memory_init_std=init_std, max_dist=6, position_embedding=position_embedding,
-        cache_len=cache_len, norm_first=norm_first,
+        cache_len=cache_len, norm_first=norm_first, residual_gate=residual_gate,
     )  # fmt: skip
     core = ElmurCore(config, input_dim=5)
     # Perturb the zero-initialised biases so they matter in the comparison.
@@ -219,6 +223,26 @@ def test_write_gate_paths_agree_and_a_closed_gate_keeps_the_slots():
     assert state.memory.times.tolist() == [[8, 11], [8, 11]]
     with pytest.raises(ValueError, match="write_gate gates the LRU update"):
         ElmurConfig(write_gate=True, use_lru=False)
+
+
+def test_residual_gate_starts_near_the_identity_and_needs_pre_norm():
+    """GTrXL's gate: at initialisation each block moves the residual stream by ~12% of the way (b_g = 2), and
+    a gate with every update closed returns the stream unchanged (the layer is the identity on tokens)."""
+    from elmur_sb3.core import GRUGate
+
+    th.manual_seed(0)
+    gate = GRUGate(8)
+    x, y = th.randn(5, 8), th.randn(5, 8)
+    with th.no_grad():
+        update = th.sigmoid(gate.from_input(y).chunk(3, -1)[1] + gate.from_state(x).chunk(2, -1)[1] - gate.gate_bias)
+        assert 0.05 < update.mean() < 0.2
+        th.nn.init.constant_(gate.gate_bias, 60.0)
+        assert th.allclose(gate(x, y), x, atol=1e-6)
+    config = ElmurConfig(d_model=16, n_layers=2, n_heads=4, segment_len=3, memory_slots=2, norm_first=True, residual_gate=True)
+    layer = ElmurCore(config, input_dim=5).layers[0]
+    assert all(isinstance(g, GRUGate) for g in (layer.gate_self, layer.gate_read, layer.gate_ffn))
+    with pytest.raises(ValueError, match="residual_gate gates pre-norm residual blocks"):
+        ElmurConfig(residual_gate=True)
 
 
 def test_output_scale_scales_what_the_heads_read_not_what_the_memory_writes():
