@@ -17,6 +17,12 @@ def test_run_metrics_count_steps_to_90_and_what_is_held():
     assert metrics["held_after_90"] == 0.75 and metrics["final_within_10pct_of_best"]
     never = run_metrics(steps, np.array([0.1, 0.2, 0.3, 0.2, 0.1]))
     assert never["steps_to_90"] is None and never["held_after_90"] is None and not never["final_within_10pct_of_best"]
+    assert metrics["solved_and_kept"] and not never["solved_and_kept"]
+    # a run flat at chance ends within 10% of its best, yet it never solved the task: not "kept"
+    flat = run_metrics(steps, np.zeros(5))
+    assert flat["final_within_10pct_of_best"] and not flat["solved_and_kept"]
+    lost = run_metrics(steps, np.array([0.1, 0.95, 1.0, 0.5, 0.4]))
+    assert lost["steps_to_90"] == 20 and not lost["solved_and_kept"]
 
 
 def test_frozen_fraction_reads_the_late_updates_from_every_tensorboard_file(tmp_path):
