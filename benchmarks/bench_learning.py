@@ -96,6 +96,9 @@ VARIANTS = {
     # The other point of the equal learning-rate grid on CartPoleNoVel, whose rl-zoo3 setting is
     # lin_1e-3 (the ppo-elmur / ppo-lstm rows): the same search for both algorithms (issue 15).
     "ppo-elmur-lin3e-4": ("ppo-elmur", ("learning_rate=lin_3e-4",)),
+    # The same point of the grid with the library's small critic core, the default since the tenth session
+    # (the row above ran with the copy of the actor's core, the default before it).
+    "ppo-elmur-critic-small-lin3e-4": ("ppo-elmur", ("learning_rate=lin_3e-4", "policy_kwargs.critic_core_kwargs={d_model: 32, n_layers: 1}")),
     "ppo-lstm-lin3e-4": ("ppo-lstm", ("learning_rate=lin_3e-4",)),
     # gSDE's action noise scales with the policy latent, and PPOElmur's (layer-normed tokens, norm ~8)
     # is ~14x RecurrentPPO's: after one update its action std on PendulumNoVel was 5.2 against 0.42.
