@@ -178,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = [(algo, seed) for algo in args.algos for seed in range(args.seeds)]
         with ThreadPoolExecutor(args.jobs) as pool:  # each task is a subprocess: threads only wait
             list(pool.map(lambda cell: curriculum_step(out, *cell, args.hp), cells))
+            # Model choice outermost: every seed's final model (the figure without selection) is evaluated
+            # before any selected one, so a stopped session leaves the headline row the most complete.
             list(pool.map(lambda job: evaluate_lengths(out, *job, args.episodes, args.max_length),
-                          [(algo, seed, choice) for algo, seed in cells for choice in CHOICES]))  # fmt: skip
+                          [(algo, seed, choice) for choice in CHOICES for algo, seed in cells]))  # fmt: skip
     print(report(out, args.algos, args.seeds, args.max_length))
     return 0
 
