@@ -228,11 +228,14 @@ def _report_env(out: Path, jobs: list[Job], argv: list[str], started: float) -> 
         if (job.run_dir / SUMMARY_FILE).exists():
             shutil.copy(job.run_dir / SUMMARY_FILE, out / "summaries" / f"{job.name}.json")
     rows, table = write_report([j.cell for j in jobs], env_name, metric_for(family), out)
+    # The compare's wall time over every invocation that wrote this file: a resumed or re-reported
+    # comparison adds its own time instead of replacing the runs' with that of a pass that skipped them.
+    previous = json.loads((out / "results.json").read_text()).get("wall_time_s", 0.0) if (out / "results.json").exists() else 0.0
     results = {
         "env": env_name,
         "family": family,
         "command": [sys.executable, "train.py", *argv],
-        "wall_time_s": round(time.time() - started, 1),
+        "wall_time_s": round(previous + time.time() - started, 1),
         "confidence_interval": "95% Student-t over seeds",
         "rows": rows,
         "runs": [

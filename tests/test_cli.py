@@ -200,6 +200,10 @@ def test_compare_writes_table_plot_and_summaries(tmp_path: Path) -> None:
     assert [r["finished"] for r in results["rows"]] == [2, 2]
     lstm_config = yaml.safe_load((out / "runs" / "popgym-RepeatPreviousEasy-v0__ppo-lstm__s0" / "config.yml").read_text())
     assert lstm_config["hyperparams"]["policy_kwargs"]["lstm_hidden_size"] == 16 and lstm_config["seed"] == 0
+    # Rerun: every run is skipped and the report rewritten; the recorded wall time keeps the training's.
+    assert_clean(run(*proc.args[2:], timeout=240))
+    rerun = json.loads((out / "results.json").read_text())
+    assert rerun["wall_time_s"] >= results["wall_time_s"] and rerun["rows"] == results["rows"]
 
 
 # (args, text the one-line message must contain)
