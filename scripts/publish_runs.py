@@ -64,12 +64,18 @@ def locate_run_dir(recorded: str, json_path: Path, root: Path) -> Path:
 
 
 def fix_copies(json_path: Path, root: Path, dry_run: bool) -> list[str]:
-    """Point the path entries of a grid-level JSON (compare's ``summaries/``, ``results.json``) at the kept files."""
+    """Point the path entries of a grid-level JSON (compare's ``summaries/``, ``results.json`` and the
+    ``runs`` list inside it) at the kept files."""
     data = json.loads(json_path.read_text())
     changed = False
-    for entry in data if isinstance(data, list) else [data]:
+    entries = data if isinstance(data, list) else [data, *(data.get("runs") or [] if isinstance(data, dict) else [])]
+    for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("run_dir"), str):
             continue
+        if isinstance(entry.get("log"), str) and "docs/results/" in entry["log"]:  # a compare log kept beside the grid
+            value = relative_to_repo(entry["log"], json_path.parent, root)
+            changed |= value != entry["log"]
+            entry["log"] = value
         run_dir = locate_run_dir(entry["run_dir"], json_path, root)
         for key in PATH_KEYS:
             if isinstance(entry.get(key), str):

@@ -30,6 +30,9 @@ def test_publish_keeps_the_final_model_and_makes_paths_relative(tmp_path: Path) 
     run_dir = _train(root / "docs" / "results" / "probe")
     grid_json = root / "docs" / "results" / "probe_summary.json"  # a grid-level copy, as compare's summaries/ hold
     grid_json.write_text((run_dir / "summary.json").read_text())
+    results_json = root / "docs" / "results" / "probe_results.json"  # compare's results.json: runs named inside
+    log = root / "docs" / "results" / "logs" / "ppo__s0.log"
+    results_json.write_text(json.dumps({"rows": [], "runs": [{"algo": "ppo", "run_dir": str(run_dir), "log": str(log)}]}))
     assert (run_dir / "best_model.zip").exists() and any((run_dir / "checkpoints").iterdir())
 
     dry = subprocess.run([sys.executable, PUBLISH, "--dry-run", "--root", str(root), str(root / "docs")], capture_output=True, text=True)
@@ -44,6 +47,8 @@ def test_publish_keeps_the_final_model_and_makes_paths_relative(tmp_path: Path) 
         summary = json.loads(path.read_text())
         assert summary["final_model"] == summary["last_checkpoint"] == final, path
         assert summary["run_dir"] == str(run_dir.relative_to(root))
+    (entry,) = json.loads(results_json.read_text())["runs"]
+    assert entry["run_dir"] == str(run_dir.relative_to(root)) and entry["log"] == str(log.relative_to(root))
     PPO.load(root / final, device="cpu")  # what the kept path names loads
 
     again = subprocess.run([sys.executable, PUBLISH, "--root", str(root), str(root / "docs")], capture_output=True, text=True)
