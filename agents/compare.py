@@ -230,8 +230,10 @@ def _report_env(out: Path, jobs: list[Job], argv: list[str], started: float) -> 
     rows, table = write_report([j.cell for j in jobs], env_name, metric_for(family), out)
     # The compare's wall time over every invocation that wrote this file: a resumed or re-reported
     # comparison adds its own time instead of replacing the runs' with that of a pass that skipped them.
-    earlier = out / "results.json"
-    previous = json.loads(earlier.read_text()).get("wall_time_s", 0.0) if earlier.exists() else 0.0
+    try:
+        previous = json.loads((out / "results.json").read_text()).get("wall_time_s", 0.0)
+    except (FileNotFoundError, json.JSONDecodeError):  # a first report, or one cut short by a kill
+        previous = 0.0
     results = {
         "env": env_name,
         "family": family,
