@@ -68,7 +68,7 @@ def fix_copies(json_path: Path, root: Path, dry_run: bool) -> list[str]:
     ``runs`` list inside it) at the kept files."""
     data = json.loads(json_path.read_text())
     changed = False
-    runs = data.get("runs") or [] if isinstance(data, dict) else []  # compare's results.json names its runs inside
+    runs = (data.get("runs") or []) if isinstance(data, dict) else []  # compare's results.json names its runs inside
     entries = data if isinstance(data, list) else [data, *runs]
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("run_dir"), str):
